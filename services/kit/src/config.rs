@@ -1,0 +1,468 @@
+//! Typed service settings, layered: built-in defaults, then a TOML file, then `SHOP_*`
+//! environment variables, then command-line flags. Every key has one name (`server.port`) in all
+//! four places, unknown keys are refused, and every error names where the value came from, the
+//! key and what is wrong with it.
+//!
+//! A service describes its settings by implementing [`Settings`]: the list of keys, how to apply
+//! one raw value, and the checks across keys. [`load`] does the layering.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the built-in defaults"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {key}: {problem}")]
+pub struct ConfigError {
+    pub origin: Origin,
+    /// The key, `section.name`, or empty when the whole source is unreadable.
+    pub key: String,
+    pub problem: String,
+}
+
+/// One raw value before the service types it: from TOML it keeps its TOML type, from the
+/// environment and flags it is text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Toml(toml::Value),
+    Text(String),
+}
+
+impl Value {
+    fn describe(&self) -> String {
+        match self {
+            Value::Toml(toml::Value::String(s)) => format!("string {s:?}"),
+            Value::Toml(toml::Value::Integer(i)) => format!("integer {i}"),
+            Value::Toml(toml::Value::Float(f)) => format!("float {f}"),
+            Value::Toml(toml::Value::Boolean(b)) => format!("boolean {b}"),
+            Value::Toml(v) => format!("a {}", v.type_str()),
+            Value::Text(s) => format!("{s:?}"),
+        }
+    }
+
+    pub fn string(&self) -> Result<String, String> {
+        match self {
+            Value::Toml(toml::Value::String(s)) | Value::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected a string, got {}", other.describe())),
+        }
+    }
+
+    pub fn path(&self) -> Result<PathBuf, String> {
+        let s = self.string()?;
+        if s.trim().is_empty() {
+            return Err("expected a path, got an empty string".to_owned());
+        }
+        Ok(PathBuf::from(s))
+    }
+
+    fn integer(&self) -> Result<i64, String> {
+        match self {
+            Value::Toml(toml::Value::Integer(i)) => Ok(*i),
+            Value::Text(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("expected a whole number, got {s:?}")),
+            other => Err(format!("expected a whole number, got {}", other.describe())),
+        }
+    }
+
+    /// A TCP port; 0 asks the OS for a free one.
+    pub fn port(&self) -> Result<u16, String> {
+        let n = self.integer()?;
+        u16::try_from(n).map_err(|_| format!("expected a port number 0-65535, got {n}"))
+    }
+
+    /// A whole number in `min..=max`.
+    pub fn int_in(&self, min: i64, max: i64) -> Result<i64, String> {
+        let n = self.integer()?;
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("expected a number from {min} to {max}, got {n}"))
+        }
+    }
+
+    pub fn bool(&self) -> Result<bool, String> {
+        match self {
+            Value::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Value::Text(s) if s == "true" || s == "1" => Ok(true),
+            Value::Text(s) if s == "false" || s == "0" => Ok(false),
+            other => Err(format!("expected true or false, got {}", other.describe())),
+        }
+    }
+
+    /// A duration written with a unit: `250ms`, `30s`, `5m`, `24h`, `7d`.
+    pub fn duration(&self) -> Result<Duration, String> {
+        parse_duration(&self.string()?)
+    }
+}
+
+/// Parses `<whole number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("expected a duration such as \"30s\", \"5m\" or \"24h\", got {text:?}");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs).ok_or_else(bad);
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err(bad()),
+    }
+}
+
+/// A service's settings.
+pub trait Settings: Default {
+    /// Every key the service understands, `section.name`.
+    const KEYS: &'static [&'static str];
+
+    /// Applies one value; the key is always one of [`Settings::KEYS`]. Returns the problem.
+    fn set(&mut self, key: &str, value: &Value) -> Result<(), String>;
+
+    /// Checks that need several keys, or that defaults alone cannot satisfy. Returns the key at
+    /// fault and the problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+/// The environment variable that sets `key`: `server.port` -> `SHOP_SERVER_PORT`.
+pub fn env_name(key: &str) -> String {
+    format!("SHOP_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Short flags every service accepts, and the key each one sets.
+pub const FLAG_ALIASES: &[(&str, &str)] = &[
+    ("--host", "server.host"),
+    ("--port", "server.port"),
+    ("--data-dir", "data.dir"),
+    ("--consul", "consul.addr"),
+    ("--log", "log.level"),
+];
+
+/// What the command line asked for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flags {
+    /// `--config PATH`.
+    pub config: Option<PathBuf>,
+    /// `(flag as written, key, value)` in command-line order.
+    pub overrides: Vec<(String, String, String)>,
+    /// `--check`: validate and exit.
+    pub check: bool,
+    /// `--help`.
+    pub help: bool,
+    /// Arguments that are not settings (for subcommands), in order.
+    pub rest: Vec<String>,
+}
+
+/// Reads `--config PATH`, the [`FLAG_ALIASES`], `--set key=value`, `--check` and `--help`, in
+/// either `--flag value` or `--flag=value` form. Anything else that starts with `--` goes to
+/// [`Flags::rest`] with its value, for the binary to interpret.
+pub fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, ConfigError> {
+    let mut flags = Flags::default();
+    let mut args = args.into_iter();
+    let flag_error = |flag: &str, problem: &str| ConfigError {
+        origin: Origin::Flag(flag.to_owned()),
+        key: String::new(),
+        problem: problem.to_owned(),
+    };
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let is_setting =
+            name == "--config" || name == "--set" || FLAG_ALIASES.iter().any(|(f, _)| *f == name);
+        if !is_setting {
+            match name.as_str() {
+                "--check" => flags.check = true,
+                "--help" | "-h" => flags.help = true,
+                _ => flags.rest.push(arg),
+            }
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| flag_error(&name, "needs a value"))?,
+        };
+        match name.as_str() {
+            "--config" => flags.config = Some(PathBuf::from(value)),
+            "--set" => {
+                let (key, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| flag_error("--set", "expected key=value, e.g. --set server.port=5001"))?;
+                flags
+                    .overrides
+                    .push(("--set".to_owned(), key.trim().to_owned(), v.to_owned()));
+            }
+            _ => {
+                let key = FLAG_ALIASES
+                    .iter()
+                    .find(|(f, _)| *f == name)
+                    .map(|(_, k)| (*k).to_owned())
+                    .unwrap_or_default();
+                flags.overrides.push((name, key, value));
+            }
+        }
+    }
+    Ok(flags)
+}
+
+/// Builds the settings: defaults, then the file (`--config`, else `SHOP_CONFIG`, else none),
+/// then the environment, then flags; finally [`Settings::validate`]. Flags for keys the service
+/// does not have are refused.
+pub fn load<S: Settings>(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<S, ConfigError> {
+    let mut settings = S::default();
+    let file = flags
+        .config
+        .clone()
+        .or_else(|| env("SHOP_CONFIG").map(PathBuf::from));
+    if let Some(path) = &file {
+        apply_file(&mut settings, path)?;
+    }
+    for key in S::KEYS {
+        let name = env_name(key);
+        if let Some(text) = env(&name) {
+            apply(&mut settings, Origin::Env(name), key, &Value::Text(text))?;
+        }
+    }
+    for (flag, key, value) in &flags.overrides {
+        apply(
+            &mut settings,
+            Origin::Flag(flag.clone()),
+            key,
+            &Value::Text(value.clone()),
+        )?;
+    }
+    settings.validate().map_err(|(key, problem)| ConfigError {
+        origin: file.map(Origin::File).unwrap_or(Origin::Default),
+        key,
+        problem,
+    })?;
+    Ok(settings)
+}
+
+fn apply<S: Settings>(settings: &mut S, origin: Origin, key: &str, value: &Value) -> Result<(), ConfigError> {
+    let error = |problem: String| ConfigError {
+        origin: origin.clone(),
+        key: key.to_owned(),
+        problem,
+    };
+    if !S::KEYS.contains(&key) {
+        return Err(error(unknown_key_problem(S::KEYS, key)));
+    }
+    settings.set(key, value).map_err(error)
+}
+
+fn unknown_key_problem(keys: &[&str], key: &str) -> String {
+    let section = key.split('.').next().unwrap_or(key);
+    let siblings: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.starts_with(&format!("{section}.")))
+        .collect();
+    if siblings.is_empty() {
+        let sections: Vec<&str> = {
+            let mut s: Vec<&str> = keys.iter().filter_map(|k| k.split('.').next()).collect();
+            s.dedup();
+            s
+        };
+        format!("unknown key; the sections are {}", sections.join(", "))
+    } else {
+        format!("unknown key; known keys here are {}", siblings.join(", "))
+    }
+}
+
+fn apply_file<S: Settings>(settings: &mut S, path: &Path) -> Result<(), ConfigError> {
+    let origin = Origin::File(path.to_owned());
+    let whole = |problem: String| ConfigError {
+        origin: origin.clone(),
+        key: String::new(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| whole(format!("not valid TOML: {e}")))?;
+    for (section, body) in &table {
+        let toml::Value::Table(body) = body else {
+            return Err(ConfigError {
+                origin: origin.clone(),
+                key: section.clone(),
+                problem: "expected a [section] table".to_owned(),
+            });
+        };
+        for (name, value) in body {
+            let key = format!("{section}.{name}");
+            apply(settings, origin.clone(), &key, &Value::Toml(value.clone()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Default, PartialEq)]
+    struct Demo {
+        port: u16,
+        dir: PathBuf,
+        ttl: Duration,
+    }
+
+    impl Settings for Demo {
+        const KEYS: &'static [&'static str] = &["server.port", "data.dir", "auth.token_ttl"];
+        fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
+            match key {
+                "server.port" => self.port = value.port()?,
+                "data.dir" => self.dir = value.path()?,
+                "auth.token_ttl" => self.ttl = value.duration()?,
+                _ => unreachable!("load checks keys"),
+            }
+            Ok(())
+        }
+        fn validate(&self) -> Result<(), (String, String)> {
+            if self.ttl.is_zero() {
+                return Err(("auth.token_ttl".to_owned(), "must be more than 0".to_owned()));
+            }
+            Ok(())
+        }
+    }
+
+    fn args(a: &[&str]) -> Flags {
+        parse_flags(a.iter().map(|s| (*s).to_owned())).unwrap()
+    }
+
+    fn scratch_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shop-kit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let file = scratch_file(
+            "layers.toml",
+            "[server]\nport = 1\n[data]\ndir = \"/file\"\n[auth]\ntoken_ttl = \"1h\"\n",
+        );
+        let env: HashMap<&str, &str> = [("SHOP_SERVER_PORT", "2"), ("SHOP_DATA_DIR", "/env")].into();
+        let flags = args(&["--config", file.to_str().unwrap(), "--port=3"]);
+        let demo: Demo = load(&flags, |k| env.get(k).map(|v| (*v).to_owned())).unwrap();
+        assert_eq!(
+            demo,
+            Demo {
+                port: 3,
+                dir: "/env".into(),
+                ttl: Duration::from_secs(3600)
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_source_key_and_problem() {
+        let check = |text: &str, flags: &[&str], want: &str| {
+            let file = scratch_file("errors.toml", text);
+            let mut all = vec!["--config", file.to_str().unwrap()];
+            all.extend_from_slice(flags);
+            let err = load::<Demo>(&args(&all), |_| None).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        };
+        let ok = "[auth]\ntoken_ttl = \"1h\"\n";
+        check(
+            "[server]\nprot = 1\n",
+            &[],
+            "errors.toml: server.prot: unknown key; known keys here are server.port",
+        );
+        check(
+            "[sever]\nport = 1\n",
+            &[],
+            "sever.port: unknown key; the sections are server, data, auth",
+        );
+        check(
+            "[server]\nport = \"x\"\n",
+            &[],
+            "server.port: expected a whole number, got string \"x\"",
+        );
+        check(
+            "[server]\nport = 70000\n",
+            &[],
+            "server.port: expected a port number 0-65535, got 70000",
+        );
+        check(
+            "[auth]\ntoken_ttl = \"10 minutes\"\n",
+            &[],
+            "auth.token_ttl: expected a duration",
+        );
+        check("port = 1\n", &[], "errors.toml: port: expected a [section] table");
+        check("[server\n", &[], "errors.toml: : not valid TOML");
+        check(
+            ok,
+            &["--port", "abc"],
+            "flag --port: server.port: expected a whole number, got \"abc\"",
+        );
+        check(
+            ok,
+            &["--set", "server.nope=1"],
+            "flag --set: server.nope: unknown key",
+        );
+        check(
+            "[auth]\ntoken_ttl = \"0s\"\n",
+            &[],
+            "auth.token_ttl: must be more than 0",
+        );
+    }
+
+    #[test]
+    fn flags_keep_what_they_do_not_know_for_the_binary() {
+        let f = args(&[
+            "create-admin",
+            "--username",
+            "root",
+            "--check",
+            "--data-dir",
+            "/d",
+        ]);
+        assert_eq!(f.rest, vec!["create-admin", "--username", "root"]);
+        assert!(f.check);
+        assert_eq!(
+            f.overrides,
+            vec![("--data-dir".into(), "data.dir".into(), "/d".into())]
+        );
+        assert!(parse_flags(["--port".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

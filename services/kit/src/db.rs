@@ -1,0 +1,330 @@
+//! SQLite, opened the same way by every service: one file per service, WAL journal, full
+//! synchronous commits, foreign keys on, a busy timeout so that concurrent writers wait instead
+//! of failing, and versioned migrations embedded in the binary (tracked in `PRAGMA
+//! user_version`, so an old file upgrades on start and a newer one is refused).
+//!
+//! rusqlite is blocking. [`Db::call`] runs a closure on the blocking thread pool with a pooled
+//! connection, inside the caller's tracing span, so async workers never wait on the disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::Semaphore;
+
+/// How long a connection waits for another writer before SQLite reports "database is locked".
+/// Writes here are short transactions (milliseconds); five seconds absorbs bursts of hundreds of
+/// concurrent writers on a slow disk while still surfacing a real deadlock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One schema step. Versions start at 1 and increase by one; a released migration is never
+/// edited, only followed by a new one.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the folder for database {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migrate {
+        version: u32,
+        name: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} is at schema version {found}, newer than this binary knows ({known}); \
+         run a newer binary or restore a backup"
+    )]
+    TooNew { path: PathBuf, found: u32, known: u32 },
+    #[error("migrations must be numbered 1, 2, 3, ...; {0} is out of place")]
+    Numbering(u32),
+    #[error("the database task stopped unexpectedly: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Opens one connection with the shop's settings.
+pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| DbError::Folder {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    let open = |source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(open)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
+    // WAL lets readers run beside the one writer. FULL makes every commit durable on disk
+    // before the call returns: an acknowledged write survives a crash of the process or host.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )
+    .map_err(open)?;
+    Ok(conn)
+}
+
+/// Brings the schema up to the newest migration. Safe when several processes start on the
+/// same file at once: each step runs in an immediate transaction that re-reads the version.
+/// Returns the number of steps applied.
+pub fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<u32, DbError> {
+    for (i, m) in migrations.iter().enumerate() {
+        if m.version as usize != i + 1 {
+            return Err(DbError::Numbering(m.version));
+        }
+    }
+    let known = migrations.len() as u32;
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(DbError::TooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    let mut applied = 0;
+    for m in migrations.iter().filter(|m| m.version > found) {
+        let step = |source| DbError::Migrate {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(step)?;
+        let now: u32 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(step)?;
+        if now >= m.version {
+            continue; // another process applied it while we waited
+        }
+        tx.execute_batch(m.sql).map_err(step)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))
+            .map_err(step)?;
+        tx.commit().map_err(step)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// A small pool of connections to one database file.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens `size` connections (at least one) and migrates the schema.
+    pub fn open(path: &Path, migrations: &[Migration], size: usize) -> Result<Db, DbError> {
+        let mut first = open_connection(path)?;
+        migrate(&mut first, path, migrations)?;
+        let mut idle = vec![first];
+        for _ in 1..size.max(1) {
+            idle.push(open_connection(path)?);
+        }
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                permits: Arc::new(Semaphore::new(idle.len())),
+                idle: Mutex::new(idle),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` with a connection on the blocking pool, in the current tracing span.
+    pub async fn call<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| E::from(DbError::Task("the pool is closed".to_owned())))?;
+        let inner = Arc::clone(&self.inner);
+        let span = tracing::Span::current();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = inner
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .ok_or_else(|| DbError::Task("no idle connection behind a permit".to_owned()))?;
+            let out = span.in_scope(|| f(&mut conn));
+            inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            Ok::<_, DbError>(out)
+        })
+        .await;
+        match joined {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => Err(E::from(e)),
+            Err(e) => Err(E::from(DbError::Task(e.to_string()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: Migration = Migration {
+        version: 1,
+        name: "notes",
+        sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL) STRICT;",
+    };
+    const V2: Migration = Migration {
+        version: 2,
+        name: "note authors",
+        sql: "ALTER TABLE notes ADD COLUMN author TEXT NOT NULL DEFAULT 'unknown';",
+    };
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shop-kit-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        path
+    }
+
+    #[test]
+    fn an_old_database_upgrades_and_keeps_its_rows() {
+        let path = scratch("upgrade.db");
+        {
+            let mut conn = open_connection(&path).unwrap();
+            assert_eq!(migrate(&mut conn, &path, &[V1]).unwrap(), 1);
+            conn.execute("INSERT INTO notes (body) VALUES ('kept')", [])
+                .unwrap();
+        }
+        let mut conn = open_connection(&path).unwrap();
+        assert_eq!(migrate(&mut conn, &path, &[V1, V2]).unwrap(), 1);
+        let (body, author): (String, String) = conn
+            .query_row("SELECT body, author FROM notes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((body.as_str(), author.as_str()), ("kept", "unknown"));
+        assert_eq!(
+            migrate(&mut conn, &path, &[V1, V2]).unwrap(),
+            0,
+            "second run is a no-op"
+        );
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_and_numbering_is_checked() {
+        let path = scratch("newer.db");
+        let mut conn = open_connection(&path).unwrap();
+        migrate(&mut conn, &path, &[V1, V2]).unwrap();
+        assert!(matches!(
+            migrate(&mut conn, &path, &[V1]),
+            Err(DbError::TooNew {
+                found: 2,
+                known: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            migrate(&mut conn, &path, &[V2]),
+            Err(DbError::Numbering(2))
+        ));
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_version_alone() {
+        let path = scratch("failing.db");
+        let broken = Migration {
+            version: 2,
+            name: "broken",
+            sql: "CREATE TABLE ok (x INTEGER); THIS IS NOT SQL;",
+        };
+        let mut conn = open_connection(&path).unwrap();
+        assert!(matches!(
+            migrate(&mut conn, &path, &[V1, broken]),
+            Err(DbError::Migrate { version: 2, .. })
+        ));
+        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 1);
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'ok'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(tables, 0, "the half-applied step was rolled back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_wait_instead_of_failing() {
+        let path = scratch("pool.db");
+        let db = Db::open(&path, &[V1], 4).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.call(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    tx.execute("INSERT INTO notes (body) VALUES (?1)", [format!("n{i}")])?;
+                    tx.commit()?;
+                    Ok::<_, DbError>(())
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let n: i64 = db
+            .call(|conn| Ok::<_, DbError>(conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(n, 64);
+    }
+}

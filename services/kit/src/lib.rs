@@ -1,0 +1,17 @@
+//! What every shop service shares, so that knowing one service means knowing all three.
+//!
+//! - [`config`]: typed settings layered from defaults, a TOML file, `SHOP_*` environment
+//!   variables and command-line flags, with errors that name the source, the key and the problem;
+//! - [`telemetry`]: `tracing` logs to stderr;
+//! - [`db`]: SQLite files opened the same way everywhere (WAL, foreign keys, busy timeout,
+//!   versioned migrations) and a small connection pool that keeps blocking calls off the async
+//!   workers;
+//! - [`serve`]: the lifecycle of a gRPC server (bind, ready line, health, reflection, request
+//!   logs with the request id, graceful shutdown on SIGINT/SIGTERM);
+//! - [`clock`]: wall-clock time as the services store and send it.
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod serve;
+pub mod telemetry;

@@ -1,0 +1,260 @@
+//! The lifecycle of a shop gRPC server, the same in every service:
+//! bind -> print one ready line with the real address -> serve (health SERVING, reflection,
+//! one log line per call carrying the request id) -> on SIGINT/SIGTERM: health NOT_SERVING,
+//! stop accepting, let calls in flight finish within a bound, return.
+//!
+//! The binary binds and passes the signal future; tests bind port 0 and pass their own.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::Instrument;
+
+/// The metadata key (and HTTP header) carrying a request's id from the gateway to the services.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// How long in-flight calls may take to finish after a shutdown signal. Calls carry deadlines of
+/// a few seconds, so ten seconds lets them end on their own without holding a deploy hostage.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits a request id we accept from outside: long enough for UUIDs and trace ids, short
+/// enough that a client cannot bloat our logs.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Prints the one line that tells a supervisor or a test the server is ready, with the real
+/// bound address (useful when the port was 0): `<service> ready on <addr>`.
+pub fn announce_ready(service: &str, addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{service} ready on {addr}");
+    let _ = out.flush();
+}
+
+/// The reflection service over the given encoded descriptor sets (plus health's own).
+pub fn reflection(
+    descriptor_sets: &[&'static [u8]],
+) -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::Error,
+> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for set in descriptor_sets {
+        builder = builder.register_encoded_file_descriptor_set(set);
+    }
+    builder.build_v1()
+}
+
+/// Runs a server until `shutdown` resolves, then drains it.
+///
+/// `serve` receives the future that tells tonic to stop accepting (pass it to
+/// `serve_with_incoming_shutdown`). `names` are the gRPC services to mark NOT_SERVING first, so
+/// health checks (Consul's among them) stop sending traffic before the listener closes.
+pub async fn run_until<F, Fut>(
+    health: &HealthReporter,
+    names: &[&str],
+    shutdown: impl Future<Output = ()>,
+    serve: F,
+) -> Result<(), tonic::transport::Error>
+where
+    F: FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(Box::pin(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    health.set_service_status("", ServingStatus::NotServing).await;
+    for name in names {
+        health.set_service_status(*name, ServingStatus::NotServing).await;
+    }
+    let _ = stop_tx.send(());
+    let started = Instant::now();
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(result) => {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "drained, stopped"
+            );
+            result
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_s = DRAIN_TIMEOUT.as_secs(),
+                "calls still running after the drain timeout; stopping anyway"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Binds `host:port` (port 0 picks a free one).
+pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
+
+/// A stream of accepted connections for `serve_with_incoming_shutdown`, with Nagle's algorithm
+/// off. tonic applies its own `tcp_nodelay` only to listeners it binds itself; without it, a
+/// successful reply (headers, data and trailers written separately) waits for the client's
+/// delayed ACK and every call gains ~40 ms, while errors (one write) do not.
+pub fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a connection");
+        }
+        Ok(stream)
+    })
+}
+
+/// A fresh request id: 16 hex digits, random per process and per call (not a secret).
+pub fn new_request_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    format!("{:016x}", h.finish())
+}
+
+fn acceptable_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// A tower layer for the tonic server: gives every call a span with its method and request id
+/// (taken from `x-request-id`, or generated and added to the request so handlers can forward
+/// it), echoes the id on the response, and logs one line when the call ends with its gRPC
+/// status and latency.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLogLayer;
+
+impl<S> tower::Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestLog<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for RequestLog<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = match req.headers().get(REQUEST_ID) {
+            Some(v) if acceptable_request_id(v) => v.clone(),
+            _ => {
+                let fresh = HeaderValue::from_str(&new_request_id()).unwrap_or(HeaderValue::from_static("-"));
+                req.headers_mut().insert(REQUEST_ID, fresh.clone());
+                fresh
+            }
+        };
+        let span = tracing::info_span!(
+            "call",
+            method = %req.uri().path(),
+            request_id = %id.to_str().unwrap_or("-"),
+        );
+        let started = Instant::now();
+        let future = span.in_scope(|| self.inner.call(req));
+        Box::pin(
+            async move {
+                let result = future.await;
+                let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                match result {
+                    Ok(mut res) => {
+                        // tonic sends errors of unary calls as trailers-only responses, so the
+                        // status is in the headers; without one the call succeeded.
+                        let code = res
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|s| s.parse::<i32>().ok())
+                            .unwrap_or(0);
+                        let status = tonic::Code::from_i32(code);
+                        if matches!(
+                            status,
+                            tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
+                        ) {
+                            tracing::error!(grpc_status = ?status, elapsed_ms, "call failed");
+                        } else {
+                            tracing::info!(grpc_status = ?status, elapsed_ms, "call done");
+                        }
+                        res.headers_mut().insert(REQUEST_ID, id);
+                        Ok(res)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, elapsed_ms, "call failed in transport");
+                        Err(e)
+                    }
+                }
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked_and_generated() {
+        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("has space")));
+        assert!(!acceptable_request_id(
+            &HeaderValue::from_str(&"x".repeat(129)).unwrap()
+        ));
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+    }
+}
