@@ -1,0 +1,205 @@
+//! The gRPC face of the user service: checks who is calling, translates protobuf to domain
+//! values and back, and leaves rules to `domain` and SQL to `store`.
+
+use std::sync::Arc;
+
+use shop_auth::{Identity, Role, Verifier};
+use shop_kit::clock::{now_millis, timestamp};
+use shop_kit::db::Db;
+use shop_proto::user::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, Changes, User};
+use crate::error::Error;
+use crate::password::Hasher;
+use crate::store;
+use crate::token::Signer;
+
+pub struct UserApi {
+    pub db: Db,
+    pub hasher: Hasher,
+    pub signer: Arc<Signer>,
+    pub verifier: Arc<Verifier>,
+}
+
+fn to_pb(u: User) -> pb::User {
+    pb::User {
+        id: u.id,
+        username: u.username,
+        email: u.email,
+        full_name: u.full_name,
+        role: u.role.as_str().to_owned(),
+        created_at: Some(timestamp(u.created_at)),
+        updated_at: Some(timestamp(u.updated_at)),
+    }
+}
+
+fn check_id(id: i64) -> Result<i64, Error> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(Error::invalid("id", "must be a positive user id"))
+    }
+}
+
+impl UserApi {
+    fn caller<T>(&self, req: &Request<T>) -> Result<Identity, Error> {
+        Ok(self.verifier.verify_metadata(req.metadata())?)
+    }
+
+    /// The caller, if allowed to act on account `id` (themself, or any account for an admin).
+    fn caller_for<T>(&self, req: &Request<T>, id: i64) -> Result<Identity, Error> {
+        let who = self.caller(req)?;
+        check_id(id)?;
+        if !who.may_act_for(id) {
+            return Err(Error::Forbidden("you may only act on your own account"));
+        }
+        Ok(who)
+    }
+
+    async fn live_user(&self, id: i64) -> Result<User, Error> {
+        self.db
+            .call(move |c| store::get(c, id))
+            .await?
+            .ok_or(Error::NotFound)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::user_service_server::UserService for UserApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::User>, Status> {
+        let r = req.into_inner();
+        let new = domain::check_registration(&r.username, &r.email, &r.password, &r.full_name)?;
+        let hash = self.hasher.hash(r.password).await?;
+        let user = self
+            .db
+            .call(move |c| store::insert(c, &new, &hash, Role::Customer, now_millis()))
+            .await?;
+        tracing::info!(user_id = user.id, username = %user.username, "registered");
+        Ok(Response::new(to_pb(user)))
+    }
+
+    async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let r = req.into_inner();
+        if r.username.is_empty() {
+            return Err(Error::invalid("username", "is required (a username or an email)").into());
+        }
+        if r.password.is_empty() {
+            return Err(Error::invalid("password", "is required").into());
+        }
+        // Over-long input cannot match any account; cap it before it reaches SQL or argon2, and
+        // still spend the same hashing time below.
+        let login = if r.username.len() <= domain::EMAIL_MAX {
+            r.username
+        } else {
+            String::new()
+        };
+        let password: String = r.password.chars().take(domain::PASSWORD_MAX + 1).collect();
+        let found = self.db.call(move |c| store::find_for_login(c, &login)).await?;
+        let (user, stored) = match found {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let ok = self.hasher.verify(password, stored).await?;
+        let user = match user {
+            Some(u) if ok => u,
+            _ => {
+                tracing::info!("login refused");
+                return Err(Error::BadCredentials.into());
+            }
+        };
+        let (access_token, expires_in) = self
+            .signer
+            .issue(user.id, user.role)
+            .map_err(|e| Error::Internal(format!("cannot sign a token: {e}")))?;
+        tracing::info!(user_id = user.id, role = %user.role, "logged in");
+        Ok(Response::new(pb::LoginResponse {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: i64::try_from(expires_in).unwrap_or(i64::MAX),
+            user: Some(to_pb(user)),
+        }))
+    }
+
+    async fn get_user(&self, req: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        let id = req.get_ref().id;
+        self.caller_for(&req, id)?;
+        Ok(Response::new(to_pb(self.live_user(id).await?)))
+    }
+
+    async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> Result<Response<pb::User>, Status> {
+        let id = req.get_ref().id;
+        let who = self.caller_for(&req, id)?;
+        let r = req.into_inner();
+        if r.email.is_none() && r.full_name.is_none() && r.password.is_none() {
+            return Err(Error::invalid(
+                "email",
+                "nothing to change: send email, full_name and/or password",
+            )
+            .into());
+        }
+        let mut changes = Changes::default();
+        if let Some(email) = r.email {
+            domain::check_email(&email)?;
+            changes.email = Some(email);
+        }
+        if let Some(name) = r.full_name {
+            changes.full_name = Some(domain::check_full_name(&name)?);
+        }
+        if let Some(password) = r.password {
+            domain::check_password("password", &password)?;
+            if who.user_id == id {
+                // Changing your own password needs the current one: a stolen token alone must
+                // not be enough to take the account over.
+                let current = r.current_password.unwrap_or_default();
+                if current.is_empty() {
+                    return Err(
+                        Error::invalid("current_password", "is required to change your password").into(),
+                    );
+                }
+                let stored = self.db.call(move |c| store::password_hash(c, id)).await?;
+                if stored.is_none() {
+                    return Err(Error::NotFound.into());
+                }
+                if !self.hasher.verify(current, stored).await? {
+                    return Err(Error::Forbidden("current_password is wrong").into());
+                }
+            }
+            changes.password_hash = Some(self.hasher.hash(password).await?);
+        }
+        let user = self
+            .db
+            .call(move |c| store::update(c, id, &changes, now_millis()))
+            .await?;
+        tracing::info!(user_id = id, by = who.user_id, "updated");
+        Ok(Response::new(to_pb(user)))
+    }
+
+    async fn delete_user(&self, req: Request<pb::DeleteUserRequest>) -> Result<Response<()>, Status> {
+        let id = req.get_ref().id;
+        let who = self.caller_for(&req, id)?;
+        let deleted = self
+            .db
+            .call(move |c| store::soft_delete(c, id, now_millis()))
+            .await?;
+        if !deleted {
+            return Err(Error::NotFound.into());
+        }
+        tracing::info!(user_id = id, by = who.user_id, "deleted");
+        Ok(Response::new(()))
+    }
+
+    async fn validate_user(
+        &self,
+        req: Request<pb::ValidateUserRequest>,
+    ) -> Result<Response<pb::ValidateUserResponse>, Status> {
+        let id = req.get_ref().id;
+        self.caller_for(&req, id)?;
+        let user = self.db.call(move |c| store::get(c, id)).await?;
+        Ok(Response::new(pb::ValidateUserResponse {
+            id,
+            valid: user.is_some(),
+            role: user.map(|u| u.role.as_str().to_owned()).unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,136 @@
+//! `user-service`: starts the user service, or creates an admin account.
+//!
+//! ```text
+//! user-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
+//!              [--set key=value]... [--check]
+//! user-service create-admin --username NAME [--email EMAIL] [same settings flags]
+//! ```
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use shop_kit::config::{self, Flags};
+use user_service::{AdminSeed, Config, SERVICE_NAME};
+
+const USAGE: &str = "\
+usage: user-service [SETTINGS] [--check]
+       user-service create-admin --username NAME [--email EMAIL] [SETTINGS]
+
+Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
+  --config FILE      TOML settings file (or SHOP_CONFIG)
+  --host IP          server.host      (default 127.0.0.1)
+  --port N           server.port      (default 5001; 0 picks a free port)
+  --data-dir DIR     data.dir         (default .run/data)
+  --consul URL       consul.addr      (default http://127.0.0.1:8500; empty disables)
+  --log LEVEL        log.level        (default info)
+  --set KEY=VALUE    any other key, e.g. --set auth.token_ttl=2h
+  --check            validate the settings and exit
+
+Start-up admin: with SHOP_ADMIN_USER and SHOP_ADMIN_PASSWORD set (SHOP_ADMIN_EMAIL optional),
+the service makes sure that admin account exists. create-admin reads the password from
+SHOP_ADMIN_PASSWORD or, when unset, from the first line of standard input.";
+
+fn main() -> ExitCode {
+    let flags = match config::parse_flags(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if flags.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config: Config = match config::load(&flags, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid settings: {e}")),
+    };
+    if flags.check {
+        println!("settings are valid");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = shop_kit::telemetry::init(&config.log_level) {
+        return fail(&e);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = match flags.rest.first().map(String::as_str) {
+        None | Some("serve") => runtime.block_on(serve(config, &flags)),
+        Some("create-admin") => runtime.block_on(create_admin(config, &flags)),
+        Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("{SERVICE_NAME}: {message}");
+    ExitCode::FAILURE
+}
+
+fn env_admin() -> Option<AdminSeed> {
+    let username = std::env::var("SHOP_ADMIN_USER").ok().filter(|s| !s.is_empty())?;
+    let password = std::env::var("SHOP_ADMIN_PASSWORD")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let email = std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| format!("{username}@shop.example"));
+    Some(AdminSeed {
+        username,
+        email,
+        password,
+    })
+}
+
+async fn serve(config: Config, flags: &Flags) -> Result<(), String> {
+    if flags.rest.len() > 1 {
+        return Err(format!("unexpected arguments {:?}\n\n{USAGE}", &flags.rest[1..]));
+    }
+    let listener = shop_kit::serve::bind(&config.host, config.port)
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    user_service::run(config, env_admin(), listener, shop_kit::serve::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn create_admin(config: Config, flags: &Flags) -> Result<(), String> {
+    let mut username = None;
+    let mut email = None;
+    let mut args = flags.rest.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--username" => username = args.next().cloned(),
+            "--email" => email = args.next().cloned(),
+            other => return Err(format!("create-admin: unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    let username = username.ok_or("create-admin: --username is required")?;
+    let email = email.unwrap_or_else(|| format!("{username}@shop.example"));
+    let password = match std::env::var("SHOP_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("create-admin: cannot read the password from stdin: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let db = shop_kit::db::Db::open(&config.db_path(), user_service::store::MIGRATIONS, 1)
+        .map_err(|e| e.to_string())?;
+    let hasher = user_service::password::Hasher::new().map_err(|e| e.to_string())?;
+    user_service::seed_admin(
+        &db,
+        &hasher,
+        AdminSeed {
+            username,
+            email,
+            password,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
