@@ -1,0 +1,136 @@
+# The shop's everyday commands. `just --list` shows them with their descriptions.
+#
+# Everything a run creates (logs, SQLite files, token keys, pid files, the admin password) goes
+# under .run/, which git ignores; `just down` stops only what `just up` started.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+run_dir := ".run"
+bin_dir := "target/debug"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build every crate and binary.
+build:
+    cargo build --workspace --locked
+
+# Run every test: unit, integration (real binaries, real SQLite files) and tidy checks.
+test:
+    cargo test --workspace --locked
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Check formatting and lints (as CI does).
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Build, then start the stack in the background (today: the user service on :5001).
+up: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{run_dir}}/logs {{run_dir}}/data {{run_dir}}/pids
+    chmod 700 {{run_dir}}
+    admin_user="${SHOP_ADMIN_USER:-admin}"
+    if [ -n "${SHOP_ADMIN_PASSWORD:-}" ]; then
+        admin_password="$SHOP_ADMIN_PASSWORD"
+    else
+        # Generated once, then reused, so `just up` twice prints the same login.
+        if [ ! -s {{run_dir}}/admin-password ]; then
+            (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > {{run_dir}}/admin-password)
+        fi
+        admin_password="$(cat {{run_dir}}/admin-password)"
+    fi
+    start() {
+        local name="$1"; shift
+        local pidfile="{{run_dir}}/pids/$name.pid" log="{{run_dir}}/logs/$name.log"
+        if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            echo "$name is already running (pid $(cat "$pidfile"))"
+            return
+        fi
+        local offset=0
+        [ -f "$log" ] && offset=$(wc -c < "$log")
+        SHOP_ADMIN_USER="$admin_user" SHOP_ADMIN_PASSWORD="$admin_password" \
+            nohup "$@" >> "$log" 2>&1 &
+        echo $! > "$pidfile"
+        for _ in $(seq 1 600); do
+            if tail -c +"$((offset + 1))" "$log" | grep -q " ready on "; then
+                echo "$name is up: $(tail -c +"$((offset + 1))" "$log" | grep " ready on " | tail -1)"
+                return
+            fi
+            if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+                echo "$name failed to start; the end of $log:" >&2
+                tail -n 20 "$log" >&2
+                rm -f "$pidfile"
+                exit 1
+            fi
+            sleep 0.1
+        done
+        echo "$name did not become ready within 60 s; see $log" >&2
+        exit 1
+    }
+    start user-service {{bin_dir}}/user-service --data-dir {{run_dir}}/data
+    echo
+    echo "user service (gRPC): http://127.0.0.1:5001"
+    echo "admin login:         $admin_user / $admin_password"
+    echo "logs:                {{run_dir}}/logs/   (just logs)"
+    echo "try it:              cargo run -p shop-examples --bin user-walkthrough"
+    echo "stop:                just down"
+
+# Stop what `just up` started (and nothing else).
+down:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    shopt -s nullglob
+    for pidfile in {{run_dir}}/pids/*.pid; do
+        name="$(basename "$pidfile" .pid)"
+        pid="$(cat "$pidfile")"
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            if kill -0 "$pid" 2>/dev/null; then
+                echo "$name (pid $pid) did not stop within 15 s; killing it"
+                kill -KILL "$pid" || true
+            fi
+            echo "stopped $name (pid $pid)"
+        fi
+        rm -f "$pidfile"
+    done
+
+# Show what `just up` started and whether it still runs.
+status:
+    #!/usr/bin/env bash
+    shopt -s nullglob
+    found=0
+    for pidfile in {{run_dir}}/pids/*.pid; do
+        found=1
+        name="$(basename "$pidfile" .pid)"; pid="$(cat "$pidfile")"
+        if kill -0 "$pid" 2>/dev/null; then echo "$name: running (pid $pid)"; else echo "$name: not running (stale pid $pid)"; fi
+    done
+    [ "$found" = 1 ] || echo "nothing started by just up"
+
+# Follow the logs of everything `just up` started.
+logs:
+    tail -n 50 -F {{run_dir}}/logs/*.log
+
+# Walk the user service's API against the running stack.
+demo:
+    cargo run -q -p shop-examples --bin user-walkthrough
+
+# Print benchmark figures (release build; see docs/benchmarks.md).
+bench:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --locked -p user-service -p shop-examples
+    dir="$(mktemp -d)"
+    trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+    target/release/user-service --port 0 --data-dir "$dir/data" --consul "" > "$dir/out.log" 2> "$dir/err.log" &
+    pid=$!
+    for _ in $(seq 1 300); do grep -q " ready on " "$dir/out.log" && break; sleep 0.1; done
+    addr="$(grep " ready on " "$dir/out.log" | awk '{print $NF}')"
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    target/release/login-timing "http://$addr" 200
