@@ -322,6 +322,166 @@ fn apply_file<S: Settings>(settings: &mut S, path: &Path) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// The settings every service has: where it listens, where its data lives, Consul and logs.
+/// A service's [`Settings`] embeds it and lists [`Common::KEYS`] among its own keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Common {
+    /// `server.host`: the IP address to listen on.
+    pub host: String,
+    /// `server.port`: 0 picks a free port (the ready line prints the real one).
+    pub port: u16,
+    /// `data.dir`: the service's SQLite file and, by default, the token keys under `keys/`.
+    pub data_dir: PathBuf,
+    /// `consul.addr`: the local Consul agent's HTTP address; empty runs without Consul.
+    pub consul: String,
+    /// `log.level`: a tracing filter such as `info` or `info,product_service=debug`.
+    pub log_level: String,
+}
+
+impl Common {
+    pub const KEYS: &'static [&'static str] = &[
+        "server.host",
+        "server.port",
+        "data.dir",
+        "consul.addr",
+        "log.level",
+    ];
+
+    /// The defaults, with the service's own default port.
+    pub fn with_port(port: u16) -> Common {
+        Common {
+            host: "127.0.0.1".to_owned(),
+            port,
+            data_dir: PathBuf::from(".run/data"),
+            consul: "http://127.0.0.1:8500".to_owned(),
+            log_level: "info".to_owned(),
+        }
+    }
+
+    /// Applies `key` when it is one of [`Common::KEYS`]; `Ok(false)` when it is not.
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<bool, String> {
+        match key {
+            "server.host" => self.host = value.string()?,
+            "server.port" => self.port = value.port()?,
+            "data.dir" => self.data_dir = value.path()?,
+            "consul.addr" => self.consul = value.string()?,
+            "log.level" => self.log_level = value.string()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
+            return Err((
+                "server.host".to_owned(),
+                "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned(),
+            ));
+        }
+        if !self.consul.is_empty() && !self.consul.starts_with("http://") {
+            return Err((
+                "consul.addr".to_owned(),
+                "expected http://host:port, or an empty string to run without Consul".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The default folder of the token key pair: `<data.dir>/keys`.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+}
+
+/// How a service checks access tokens (the `auth.*` keys every service shares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenCheck {
+    /// `auth.public_key`: the signer's public key (SPKI PEM); default
+    /// `<data.dir>/keys/token-signing.pub.pem`.
+    pub public_key: Option<PathBuf>,
+    /// `auth.algorithm`: must be `EdDSA`.
+    pub algorithm: String,
+    /// `auth.issuer`, `auth.audience`: required in every token.
+    pub issuer: String,
+    pub audience: String,
+    /// `auth.leeway`: clock skew tolerated on `exp`.
+    pub leeway: Duration,
+}
+
+impl Default for TokenCheck {
+    fn default() -> Self {
+        TokenCheck {
+            public_key: None,
+            algorithm: shop_auth::ALGORITHM.to_owned(),
+            issuer: shop_auth::DEFAULT_ISSUER.to_owned(),
+            audience: shop_auth::DEFAULT_AUDIENCE.to_owned(),
+            leeway: Duration::from_secs(shop_auth::DEFAULT_LEEWAY_SECS),
+        }
+    }
+}
+
+/// The public key's file name inside the keys folder.
+pub const PUBLIC_KEY_FILE: &str = "token-signing.pub.pem";
+
+impl TokenCheck {
+    pub const KEYS: &'static [&'static str] = &[
+        "auth.public_key",
+        "auth.algorithm",
+        "auth.issuer",
+        "auth.audience",
+        "auth.leeway",
+    ];
+
+    /// Applies `key` when it is one of [`TokenCheck::KEYS`]; `Ok(false)` when it is not.
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<bool, String> {
+        match key {
+            "auth.public_key" => self.public_key = Some(value.path()?),
+            "auth.algorithm" => self.algorithm = value.string()?,
+            "auth.issuer" => self.issuer = value.string()?,
+            "auth.audience" => self.audience = value.string()?,
+            "auth.leeway" => self.leeway = value.duration()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, problem: &str| Err((key.to_owned(), problem.to_owned()));
+        if self.algorithm != shop_auth::ALGORITHM {
+            return fail("auth.algorithm", "only \"EdDSA\" is supported");
+        }
+        if self.issuer.is_empty() {
+            return fail("auth.issuer", "must not be empty");
+        }
+        if self.audience.is_empty() {
+            return fail("auth.audience", "must not be empty");
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return fail("auth.leeway", "expected at most 5m");
+        }
+        Ok(())
+    }
+
+    pub fn public_key_path(&self, common: &Common) -> PathBuf {
+        self.public_key
+            .clone()
+            .unwrap_or_else(|| common.keys_dir().join(PUBLIC_KEY_FILE))
+    }
+
+    pub fn rules(&self) -> shop_auth::TokenRules {
+        shop_auth::TokenRules {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway_secs: self.leeway.as_secs(),
+        }
+    }
+
+    /// Loads the verifier from the public key file.
+    pub fn verifier(&self, common: &Common) -> Result<shop_auth::Verifier, shop_auth::KeyError> {
+        shop_auth::Verifier::from_file(&self.algorithm, &self.public_key_path(common), &self.rules())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

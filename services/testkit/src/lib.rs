@@ -1,11 +1,16 @@
 //! Dev-only helpers for the shop's integration tests: a scratch folder per test, free ports, and
 //! real binaries started and stopped like an operator would (ready line, SIGTERM, `kill -9`).
 //!
+//! [`tokens::TokenMint`] signs test tokens with a throwaway key, for services other than the
+//! user service.
+//!
 //! Readiness is read from the service's ready line (`<name> ready on <addr>`), never guessed
 //! with a sleep. A process's stdout and stderr are kept in files in its scratch folder, so tests
 //! can assert on log lines and a failing test leaves them behind for reading.
 
 #![allow(clippy::unwrap_used, reason = "test support: a panic is a clear test failure")]
+
+pub mod tokens;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

@@ -80,15 +80,11 @@ pub async fn run(
     };
     let signer = token::Signer::new(
         &key,
-        config.issuer.clone(),
-        config.audience.clone(),
+        config.tokens.issuer.clone(),
+        config.tokens.audience.clone(),
         config.token_ttl,
     )?;
-    let verifier = shop_auth::Verifier::from_file(
-        &config.algorithm,
-        &config.public_key_path(),
-        &config.token_rules(),
-    )?;
+    let verifier = config.tokens.verifier(&config.common)?;
 
     if let Some(seed) = admin {
         seed_admin(&db, &hasher, seed).await?;

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         println!("settings are valid");
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = shop_kit::telemetry::init(&config.log_level) {
+    if let Err(e) = shop_kit::telemetry::init(&config.common.log_level) {
         return fail(&e);
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -87,9 +87,14 @@ async fn serve(config: Config, flags: &Flags) -> Result<(), String> {
     if flags.rest.len() > 1 {
         return Err(format!("unexpected arguments {:?}\n\n{USAGE}", &flags.rest[1..]));
     }
-    let listener = shop_kit::serve::bind(&config.host, config.port)
+    let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
         .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}:{}: {e}",
+                config.common.host, config.common.port
+            )
+        })?;
     user_service::run(config, env_admin(), listener, shop_kit::serve::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
