@@ -29,7 +29,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Build, then start the stack in the background (today: the user service on :5001).
+# Build, then start the stack in the background (today: user service :5001, product service :5003).
 up: build
     #!/usr/bin/env bash
     set -euo pipefail
@@ -73,13 +73,17 @@ up: build
         echo "$name did not become ready within 60 s; see $log" >&2
         exit 1
     }
+    # The user service first: it creates the token key pair the others verify with.
     start user-service {{bin_dir}}/user-service --data-dir {{run_dir}}/data
+    {{bin_dir}}/product-service seed --data-dir {{run_dir}}/data 2>> {{run_dir}}/logs/product-service.log
+    start product-service {{bin_dir}}/product-service --data-dir {{run_dir}}/data
     echo
-    echo "user service (gRPC): http://127.0.0.1:5001"
-    echo "admin login:         $admin_user / $admin_password"
-    echo "logs:                {{run_dir}}/logs/   (just logs)"
-    echo "try it:              cargo run -p shop-examples --bin user-walkthrough"
-    echo "stop:                just down"
+    echo "user service (gRPC):    http://127.0.0.1:5001"
+    echo "product service (gRPC): http://127.0.0.1:5003"
+    echo "admin login:            $admin_user / $admin_password"
+    echo "logs:                   {{run_dir}}/logs/   (just logs)"
+    echo "try it:                 just demo"
+    echo "stop:                   just down"
 
 # Stop what `just up` started (and nothing else).
 down:
@@ -117,9 +121,11 @@ status:
 logs:
     tail -n 50 -F {{run_dir}}/logs/*.log
 
-# Walk the user service's API against the running stack.
+# Walk the user and product APIs against the running stack.
 demo:
     cargo run -q -p shop-examples --bin user-walkthrough
+    @echo
+    cargo run -q -p shop-examples --bin product-walkthrough
 
 # Print benchmark figures (release build; see docs/benchmarks.md).
 bench:

@@ -1,0 +1,482 @@
+//! Products, stock lines and list queries as the service understands them, and the rules their
+//! fields must follow. Pure functions: no I/O, so every rule is unit-tested here.
+
+use crate::error::Error;
+
+pub const NAME_MAX: usize = 200;
+pub const DESCRIPTION_MAX: usize = 5_000;
+pub const CATEGORY_MAX: usize = 50;
+/// 10 million in currency units. Far above any real item, and low enough that the order service's
+/// 50 lines x 999 units can never overflow an i64 total.
+pub const PRICE_MAX: i64 = 1_000_000_000;
+pub const STOCK_MAX: i64 = 1_000_000_000;
+pub const PAGE_SIZE_DEFAULT: i32 = 10;
+pub const PAGE_SIZE_MAX: i32 = 100;
+pub const QUERY_MAX: usize = 100;
+/// Ids per BatchGetProducts and lines per reservation: an order has at most 50 lines.
+pub const BATCH_MAX: usize = 100;
+pub const QUANTITY_MAX: i64 = 1_000_000;
+/// The trigram tokenizer indexes runs of three characters; shorter search terms use LIKE.
+pub const TRIGRAM: usize = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub category: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProduct {
+    pub name: String,
+    pub description: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price_cents: Option<i64>,
+    pub stock: Option<i64>,
+    pub category: Option<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// One product and a number of units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub product_id: i64,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    Newest,
+    PriceAsc,
+    PriceDesc,
+    Relevance,
+}
+
+/// How a search query is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Search {
+    /// Every term has at least three characters: the trigram full-text index answers, ranked.
+    FullText(Vec<String>),
+    /// Some term is shorter than a trigram: substring match with LIKE over live products.
+    Substring(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub page: i32,
+    pub page_size: i32,
+    pub category: Option<String>,
+    pub min_price_cents: Option<i64>,
+    pub max_price_cents: Option<i64>,
+    pub sort: Sort,
+    pub search: Option<Search>,
+}
+
+impl ListQuery {
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+}
+
+pub fn check_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > NAME_MAX {
+        return Err(Error::invalid(
+            "name",
+            format!("must be 1 to {NAME_MAX} characters, got {n}"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn check_description(d: &str) -> Result<String, Error> {
+    let d = d.trim();
+    if d.chars().count() > DESCRIPTION_MAX {
+        return Err(Error::invalid(
+            "description",
+            format!("must be at most {DESCRIPTION_MAX} characters"),
+        ));
+    }
+    Ok(d.to_owned())
+}
+
+pub fn check_price(p: i64) -> Result<i64, Error> {
+    if p <= 0 || p > PRICE_MAX {
+        return Err(Error::invalid(
+            "price_cents",
+            format!("must be a whole number of cents from 1 to {PRICE_MAX}, got {p}"),
+        ));
+    }
+    Ok(p)
+}
+
+pub fn check_stock(s: i64) -> Result<i64, Error> {
+    if !(0..=STOCK_MAX).contains(&s) {
+        return Err(Error::invalid(
+            "stock",
+            format!("must be from 0 to {STOCK_MAX}, got {s}"),
+        ));
+    }
+    Ok(s)
+}
+
+pub fn check_category(c: &str) -> Result<String, Error> {
+    let c = c.trim();
+    if c.chars().count() > CATEGORY_MAX {
+        return Err(Error::invalid(
+            "category",
+            format!("must be at most {CATEGORY_MAX} characters"),
+        ));
+    }
+    if c.chars().any(char::is_control) {
+        return Err(Error::invalid("category", "must not contain control characters"));
+    }
+    Ok(c.to_owned())
+}
+
+pub fn check_new(
+    name: &str,
+    description: &str,
+    price: i64,
+    stock: i64,
+    category: &str,
+) -> Result<NewProduct, Error> {
+    Ok(NewProduct {
+        name: check_name(name)?,
+        description: check_description(description)?,
+        price_cents: check_price(price)?,
+        stock: check_stock(stock)?,
+        category: check_category(category)?,
+    })
+}
+
+pub fn check_id(field: &'static str, id: i64) -> Result<i64, Error> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(Error::invalid(field, format!("must be a positive id, got {id}")))
+    }
+}
+
+/// Raw list parameters as they arrive.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams<'a> {
+    pub page: Option<i32>,
+    pub page_size: Option<i32>,
+    pub category: &'a str,
+    pub min_price_cents: Option<i64>,
+    pub max_price_cents: Option<i64>,
+    pub sort: &'a str,
+    pub q: &'a str,
+}
+
+pub fn check_list(p: ListParams<'_>) -> Result<ListQuery, Error> {
+    let page = p.page.unwrap_or(1);
+    if page < 1 {
+        return Err(Error::invalid("page", format!("must be 1 or more, got {page}")));
+    }
+    let page_size = p.page_size.unwrap_or(PAGE_SIZE_DEFAULT);
+    if !(1..=PAGE_SIZE_MAX).contains(&page_size) {
+        return Err(Error::invalid(
+            "page_size",
+            format!("must be from 1 to {PAGE_SIZE_MAX}, got {page_size}"),
+        ));
+    }
+    let category = check_category(p.category)?;
+    for (field, v) in [
+        ("min_price_cents", p.min_price_cents),
+        ("max_price_cents", p.max_price_cents),
+    ] {
+        if let Some(v) = v
+            && v < 0
+        {
+            return Err(Error::invalid(field, format!("must be 0 or more, got {v}")));
+        }
+    }
+    if let (Some(min), Some(max)) = (p.min_price_cents, p.max_price_cents)
+        && min > max
+    {
+        return Err(Error::invalid(
+            "min_price_cents",
+            format!("must not exceed max_price_cents ({min} > {max})"),
+        ));
+    }
+    let search = check_query(p.q)?;
+    let sort = match (p.sort, &search) {
+        ("", Some(_)) | ("relevance", Some(_)) => Sort::Relevance,
+        ("", None) | ("newest", _) => Sort::Newest,
+        ("price_asc", _) => Sort::PriceAsc,
+        ("price_desc", _) => Sort::PriceDesc,
+        ("relevance", None) => return Err(Error::invalid("sort", "relevance needs a search query q")),
+        (other, _) => {
+            return Err(Error::invalid(
+                "sort",
+                format!("must be newest, price_asc, price_desc or relevance, got {other:?}"),
+            ));
+        }
+    };
+    Ok(ListQuery {
+        page,
+        page_size,
+        category: (!category.is_empty()).then_some(category),
+        min_price_cents: p.min_price_cents,
+        max_price_cents: p.max_price_cents,
+        sort,
+        search,
+    })
+}
+
+/// Splits a search query into terms and picks how to run it. Everything in `q` is plain text:
+/// quotes, `*`, `%`, parentheses and the like carry no meaning.
+pub fn check_query(q: &str) -> Result<Option<Search>, Error> {
+    let q = q.trim();
+    if q.chars().count() > QUERY_MAX {
+        return Err(Error::invalid(
+            "q",
+            format!("must be at most {QUERY_MAX} characters"),
+        ));
+    }
+    if q.chars().any(char::is_control) {
+        return Err(Error::invalid("q", "must not contain control characters"));
+    }
+    let terms: Vec<String> = q.split_whitespace().map(str::to_owned).collect();
+    if terms.is_empty() {
+        return Ok(None);
+    }
+    if terms.iter().all(|t| t.chars().count() >= TRIGRAM) {
+        Ok(Some(Search::FullText(terms)))
+    } else {
+        Ok(Some(Search::Substring(terms)))
+    }
+}
+
+/// The FTS5 query for full-text terms: each term a quoted phrase (so no FTS operator syntax
+/// survives), all required.
+pub fn fts_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// A LIKE pattern matching `term` anywhere, with `%`, `_` and the escape `\` taken literally.
+pub fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Checks reservation lines: 1 to [`BATCH_MAX`] lines, distinct products, positive quantities.
+pub fn check_lines(lines: &[Line]) -> Result<(), Error> {
+    if lines.is_empty() || lines.len() > BATCH_MAX {
+        return Err(Error::invalid(
+            "items",
+            format!("must have 1 to {BATCH_MAX} lines, got {}", lines.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for l in lines {
+        check_id("product_id", l.product_id)?;
+        if !(1..=QUANTITY_MAX).contains(&l.quantity) {
+            return Err(Error::invalid(
+                "quantity",
+                format!(
+                    "must be from 1 to {QUANTITY_MAX} (product {}), got {}",
+                    l.product_id, l.quantity
+                ),
+            ));
+        }
+        if !seen.insert(l.product_id) {
+            return Err(Error::invalid(
+                "items",
+                format!("product {} appears twice", l.product_id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(e: Error) -> &'static str {
+        match e {
+            Error::Invalid { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn product_fields() {
+        assert!(check_new("Kettle", "", 1, 0, "home").is_ok());
+        assert_eq!(field(check_new("", "", 1, 0, "").unwrap_err()), "name");
+        assert_eq!(field(check_new("   ", "", 1, 0, "").unwrap_err()), "name");
+        assert_eq!(
+            field(check_new(&"n".repeat(201), "", 1, 0, "").unwrap_err()),
+            "name"
+        );
+        assert_eq!(
+            check_new(&"名".repeat(200), "", 1, 0, "")
+                .unwrap()
+                .name
+                .chars()
+                .count(),
+            200
+        );
+        assert_eq!(field(check_new("x", "", 0, 0, "").unwrap_err()), "price_cents");
+        assert_eq!(field(check_new("x", "", -5, 0, "").unwrap_err()), "price_cents");
+        assert_eq!(
+            field(check_new("x", "", PRICE_MAX + 1, 0, "").unwrap_err()),
+            "price_cents"
+        );
+        assert_eq!(field(check_new("x", "", 1, -1, "").unwrap_err()), "stock");
+        assert_eq!(
+            field(check_new("x", &"d".repeat(5001), 1, 0, "").unwrap_err()),
+            "description"
+        );
+        assert_eq!(
+            field(check_new("x", "", 1, 0, &"c".repeat(51)).unwrap_err()),
+            "category"
+        );
+    }
+
+    #[test]
+    fn list_parameters_are_refused_not_replaced() {
+        let ok = check_list(ListParams::default()).unwrap();
+        assert_eq!((ok.page, ok.page_size, ok.sort), (1, 10, Sort::Newest));
+        let bad = |p: ListParams<'static>| field(check_list(p).unwrap_err());
+        assert_eq!(
+            bad(ListParams {
+                page: Some(0),
+                ..Default::default()
+            }),
+            "page"
+        );
+        assert_eq!(
+            bad(ListParams {
+                page_size: Some(0),
+                ..Default::default()
+            }),
+            "page_size"
+        );
+        assert_eq!(
+            bad(ListParams {
+                page_size: Some(101),
+                ..Default::default()
+            }),
+            "page_size"
+        );
+        assert_eq!(
+            bad(ListParams {
+                min_price_cents: Some(-1),
+                ..Default::default()
+            }),
+            "min_price_cents"
+        );
+        assert_eq!(
+            bad(ListParams {
+                min_price_cents: Some(10),
+                max_price_cents: Some(5),
+                ..Default::default()
+            }),
+            "min_price_cents"
+        );
+        assert_eq!(
+            bad(ListParams {
+                sort: "cheapest",
+                ..Default::default()
+            }),
+            "sort"
+        );
+        assert_eq!(
+            bad(ListParams {
+                sort: "relevance",
+                ..Default::default()
+            }),
+            "sort"
+        );
+        let searched = check_list(ListParams {
+            q: "iphone",
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(searched.sort, Sort::Relevance);
+        let priced = check_list(ListParams {
+            q: "iphone",
+            sort: "price_asc",
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(priced.sort, Sort::PriceAsc);
+    }
+
+    #[test]
+    fn queries_pick_full_text_or_substring() {
+        assert_eq!(check_query("  ").unwrap(), None);
+        assert_eq!(
+            check_query("iphone 15").unwrap(),
+            Some(Search::Substring(vec!["iphone".into(), "15".into()]))
+        );
+        assert_eq!(
+            check_query("苹果手机").unwrap(),
+            Some(Search::FullText(vec!["苹果手机".into()]))
+        );
+        assert_eq!(
+            check_query("手机").unwrap(),
+            Some(Search::Substring(vec!["手机".into()]))
+        );
+        assert_eq!(
+            check_query("iphone pro").unwrap(),
+            Some(Search::FullText(vec!["iphone".into(), "pro".into()]))
+        );
+        assert!(check_query(&"q".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn search_text_is_never_syntax() {
+        assert_eq!(fts_query(&["a\"b".into(), "c*)".into()]), r#""a""b" AND "c*)""#);
+        assert_eq!(like_pattern(r"50%_off\"), r"%50\%\_off\\%");
+    }
+
+    #[test]
+    fn reservation_lines() {
+        let l = |product_id, quantity| Line { product_id, quantity };
+        assert!(check_lines(&[l(1, 1), l(2, 5)]).is_ok());
+        assert_eq!(field(check_lines(&[]).unwrap_err()), "items");
+        assert_eq!(field(check_lines(&[l(1, 1), l(1, 2)]).unwrap_err()), "items");
+        assert_eq!(field(check_lines(&[l(1, 0)]).unwrap_err()), "quantity");
+        assert_eq!(field(check_lines(&[l(0, 1)]).unwrap_err()), "product_id");
+    }
+}

@@ -1,0 +1,95 @@
+//! The shop's product service: the catalogue that admins manage and anyone can browse and
+//! search (Chinese and English, substrings), and the inventory the order service reserves from
+//! without ever overselling.
+//!
+//! `main` is thin; [`run`] is the whole server given a config, a bound listener and a shutdown
+//! future. Modules: [`config`] (settings), [`domain`] (rules and queries), [`store`] (all SQL,
+//! the inventory invariant), [`grpc`] (the protobuf face), [`error`] (the one mapping to gRPC
+//! status), [`seed`] (the demo catalogue).
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod seed;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use shop_kit::db::{Db, DbError};
+use shop_kit::serve;
+use shop_proto::product::v1::product_service_server::ProductServiceServer;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// The name this service registers under and prints in its ready line.
+pub const SERVICE_NAME: &str = "product-service";
+
+/// SQLite connections per process: readers beside the one writer WAL allows. Writers queue on
+/// SQLite's lock anyway, so more connections would only add contention.
+const DB_POOL_SIZE: usize = 4;
+
+/// Largest request accepted, decoded. A product with a full description is ~20 KiB.
+const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Upper bound for any call, whatever `grpc-timeout` the caller sent.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("token verification key: {0}")]
+    Verifier(#[from] shop_auth::KeyError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Opens the database and serves on `listener` until `shutdown` resolves and calls in flight
+/// have finished.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let db = {
+        let path = config.db_path();
+        tokio::task::spawn_blocking(move || Db::open(&path, store::MIGRATIONS, DB_POOL_SIZE))
+            .await
+            .map_err(|e| RunError::Setup(format!("start-up task failed: {e}")))??
+    };
+    let verifier = config.tokens.verifier(&config.common)?;
+    let api = grpc::ProductApi {
+        db,
+        verifier: Arc::new(verifier),
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ProductServiceServer<grpc::ProductApi>>()
+        .await;
+    let reflection = serve::reflection(&[shop_proto::FILE_DESCRIPTOR_SET])
+        .map_err(|e| RunError::Setup(format!("reflection: {e}")))?;
+
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RunError::Setup(format!("listener: {e}")))?;
+    tracing::info!(%addr, db = %config.db_path().display(), "serving");
+    serve::announce_ready(SERVICE_NAME, addr);
+
+    let service = ProductServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    serve::run_until(&health, &[shop_proto::names::PRODUCT_SERVICE], shutdown, |stop| {
+        tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
+            .layer(serve::RequestLogLayer)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(serve::incoming(listener), stop)
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `product-service`: starts the product service, seeds the demo catalogue, or audits stock.
+//!
+//! ```text
+//! product-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
+//!                 [--set key=value]... [--check]
+//! product-service seed  [same settings flags]
+//! product-service audit [same settings flags]
+//! ```
+
+use std::process::ExitCode;
+
+use product_service::{Config, SERVICE_NAME, seed, store};
+use shop_kit::config::{self, Flags};
+
+const USAGE: &str = "\
+usage: product-service [SETTINGS] [--check]
+       product-service seed  [SETTINGS]   add the demo catalogue (skips names already there)
+       product-service audit [SETTINGS]   check stock + reserved = set by admins, per product
+
+Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
+  --config FILE      TOML settings file (or SHOP_CONFIG)
+  --host IP          server.host      (default 127.0.0.1)
+  --port N           server.port      (default 5003; 0 picks a free port)
+  --data-dir DIR     data.dir         (default .run/data; product.db and keys/ live here)
+  --consul URL       consul.addr      (default http://127.0.0.1:8500; empty disables)
+  --log LEVEL        log.level        (default info)
+  --set KEY=VALUE    any other key, e.g. --set auth.public_key=/etc/shop/token.pub.pem
+  --check            validate the settings and exit";
+
+fn main() -> ExitCode {
+    let flags = match config::parse_flags(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if flags.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config: Config = match config::load(&flags, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid settings: {e}")),
+    };
+    if flags.check {
+        println!("settings are valid");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = shop_kit::telemetry::init(&config.common.log_level) {
+        return fail(&e);
+    }
+    let result = match flags.rest.first().map(String::as_str) {
+        None | Some("serve") => serve(config, &flags),
+        Some("seed") => run_seed(&config),
+        Some("audit") => audit(&config),
+        Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("{SERVICE_NAME}: {message}");
+    ExitCode::FAILURE
+}
+
+fn serve(config: Config, flags: &Flags) -> Result<ExitCode, String> {
+    if flags.rest.len() > 1 {
+        return Err(format!("unexpected arguments {:?}\n\n{USAGE}", &flags.rest[1..]));
+    }
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {}:{}: {e}",
+                    config.common.host, config.common.port
+                )
+            })?;
+        product_service::run(config, listener, shop_kit::serve::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(config: &Config) -> Result<rusqlite::Connection, String> {
+    let path = config.db_path();
+    let mut conn = shop_kit::db::open_connection(&path).map_err(|e| e.to_string())?;
+    shop_kit::db::migrate(&mut conn, &path, store::MIGRATIONS).map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+fn run_seed(config: &Config) -> Result<ExitCode, String> {
+    let mut conn = open(config)?;
+    let done = seed::seed(&mut conn, shop_kit::clock::now_millis()).map_err(|e| e.to_string())?;
+    println!(
+        "seeded {} products into {} ({} already there)",
+        done.created,
+        config.db_path().display(),
+        done.skipped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(config: &Config) -> Result<ExitCode, String> {
+    let conn = open(config)?;
+    let rows = store::audit(&conn).map_err(|e| e.to_string())?;
+    println!(
+        "{:>6} {:>10} {:>10} {:>10} {:>10}  name",
+        "id", "stock", "reserved", "set", "ledger"
+    );
+    let mut unbalanced = 0;
+    for r in &rows {
+        let mark = if r.balanced() { "" } else { "  <- UNBALANCED" };
+        if !r.balanced() {
+            unbalanced += 1;
+        }
+        println!(
+            "{:>6} {:>10} {:>10} {:>10} {:>10}  {}{mark}",
+            r.product_id, r.stock, r.reserved, r.set_by_admins, r.ledger, r.name
+        );
+    }
+    println!("{} products, {unbalanced} unbalanced", rows.len());
+    Ok(if unbalanced == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
