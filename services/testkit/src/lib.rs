@@ -4,12 +4,16 @@
 //! [`tokens::TokenMint`] signs test tokens with a throwaway key, for services other than the
 //! user service.
 //!
+//! [`consul::ConsulAgent`] starts a real Consul dev agent on free ports (kill -9, restart on the
+//! same ports); a missing Consul fails the test, with the install command in the message.
+//!
 //! Readiness is read from the service's ready line (`<name> ready on <addr>`), never guessed
 //! with a sleep. A process's stdout and stderr are kept in files in its scratch folder, so tests
 //! can assert on log lines and a failing test leaves them behind for reading.
 
 #![allow(clippy::unwrap_used, reason = "test support: a panic is a clear test failure")]
 
+pub mod consul;
 pub mod tokens;
 
 use std::fs::File;

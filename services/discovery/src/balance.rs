@@ -1,0 +1,378 @@
+//! Client-side balancing over a watched set of instances: one reused HTTP/2 connection (a tonic
+//! `Channel`) per instance, round robin or power-of-two-choices by calls in flight, and one retry
+//! on another instance when a connection is refused (the request was never sent, so a retry
+//! cannot run it twice).
+//!
+//! The balancer reads the latest [`EndpointSet`](crate::watch::EndpointSet) at pick time and
+//! reconciles its instances when the epoch moved: instances that stay keep their connection, new
+//! ones connect lazily, and gone ones are dropped from the pick list while calls already on them
+//! finish on their own clone of the channel. Discovery feeds the balancer; neither edits the
+//! other.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use crate::pace::Rng;
+use crate::watch::Endpoints;
+
+/// How long a new connection may take. Instances are on the same network; a slow connect means
+/// a dead host, and the call's deadline should go to another instance rather than wait.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Each instance in turn.
+    #[default]
+    RoundRobin,
+    /// Two instances at random, the one with fewer calls in flight: steers away from slow
+    /// instances without the herding of "least loaded".
+    PowerOfTwo,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "round_robin" => Some(Policy::RoundRobin),
+            "p2c" | "power_of_two" => Some(Policy::PowerOfTwo),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BalanceError {
+    #[error("no healthy instance of {0}")]
+    NoInstances(String),
+    #[error("{service}: {authority} is not a usable address")]
+    BadAddress { service: String, authority: String },
+}
+
+impl From<BalanceError> for tonic::Status {
+    fn from(e: BalanceError) -> Self {
+        tonic::Status::unavailable(e.to_string())
+    }
+}
+
+/// One instance and its connection.
+#[derive(Debug)]
+pub struct Instance {
+    pub id: String,
+    pub authority: String,
+    channel: Channel,
+    in_flight: AtomicUsize,
+}
+
+impl Instance {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A picked instance; counts as a call in flight until dropped.
+#[derive(Debug)]
+pub struct Picked {
+    instance: Arc<Instance>,
+}
+
+impl Picked {
+    pub fn channel(&self) -> Channel {
+        self.instance.channel.clone()
+    }
+    pub fn id(&self) -> &str {
+        &self.instance.id
+    }
+    pub fn authority(&self) -> &str {
+        &self.instance.authority
+    }
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    epoch: u64,
+    instances: Vec<Arc<Instance>>,
+}
+
+/// Spreads calls to one service over its healthy instances.
+#[derive(Debug)]
+pub struct Balancer {
+    service: String,
+    policy: Policy,
+    endpoints: Endpoints,
+    state: Mutex<State>,
+    next: AtomicUsize,
+    rng: Mutex<Rng>,
+}
+
+impl Balancer {
+    pub fn new(service: &str, policy: Policy, endpoints: Endpoints) -> Balancer {
+        Balancer {
+            service: service.to_owned(),
+            policy,
+            endpoints,
+            state: Mutex::new(State::default()),
+            next: AtomicUsize::new(0),
+            rng: Mutex::new(Rng::new()),
+        }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The instances as the balancer sees them now (after syncing with discovery).
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
+        self.synced().instances.clone()
+    }
+
+    fn synced(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let set = self.endpoints.borrow().clone();
+        if set.epoch != state.epoch {
+            let mut next = Vec::with_capacity(set.endpoints.len());
+            for ep in &set.endpoints {
+                let authority = ep.authority();
+                if let Some(kept) = state
+                    .instances
+                    .iter()
+                    .find(|i| i.id == ep.id && i.authority == authority)
+                {
+                    next.push(Arc::clone(kept));
+                    continue;
+                }
+                match connect_lazy(&authority) {
+                    Some(channel) => next.push(Arc::new(Instance {
+                        id: ep.id.clone(),
+                        authority,
+                        channel,
+                        in_flight: AtomicUsize::new(0),
+                    })),
+                    None => {
+                        tracing::warn!(service = %self.service, %authority, "skipping an instance with an unusable address")
+                    }
+                }
+            }
+            tracing::debug!(service = %self.service, epoch = set.epoch, instances = next.len(), "balancer updated");
+            state.instances = next;
+            state.epoch = set.epoch;
+        }
+        state
+    }
+
+    /// Picks an instance, avoiding `avoid` (by id) when another one exists.
+    pub fn pick(&self, avoid: Option<&str>) -> Result<Picked, BalanceError> {
+        let state = self.synced();
+        let candidates: Vec<&Arc<Instance>> = state
+            .instances
+            .iter()
+            .filter(|i| avoid != Some(i.id.as_str()) || state.instances.len() == 1)
+            .collect();
+        if candidates.is_empty() {
+            return Err(BalanceError::NoInstances(self.service.clone()));
+        }
+        let chosen = match self.policy {
+            Policy::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()],
+            Policy::PowerOfTwo => {
+                let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+                let a = candidates[rng.below(candidates.len())];
+                let b = candidates[rng.below(candidates.len())];
+                if b.in_flight() < a.in_flight() { b } else { a }
+            }
+        };
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(Picked {
+            instance: Arc::clone(chosen),
+        })
+    }
+
+    /// Runs one call with a deadline. `call` gets a channel and the time left (to send as the
+    /// request's `grpc-timeout`); when the instance refuses the connection, it runs once more on
+    /// another instance within the same deadline.
+    pub async fn call<T, F, Fut>(&self, deadline: Duration, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let first = self.pick(None)?;
+        let result = self.attempt(&first, deadline, &mut call).await;
+        match result {
+            Err(status) if is_connection_refused(&status) => {
+                let left = deadline.saturating_sub(started.elapsed());
+                let second = self.pick(Some(first.id()))?;
+                if second.id() == first.id() || left.is_zero() {
+                    return Err(status);
+                }
+                tracing::warn!(
+                    service = %self.service,
+                    refused = %first.authority(),
+                    retry_on = %second.authority(),
+                    "connection refused; retrying once on another instance"
+                );
+                drop(first);
+                self.attempt(&second, left, &mut call).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt<T, F, Fut>(
+        &self,
+        picked: &Picked,
+        left: Duration,
+        call: &mut F,
+    ) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        match tokio::time::timeout(left, call(picked.channel(), left)).await {
+            Ok(result) => result,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "{} ({}) did not answer within {left:?}",
+                self.service,
+                picked.authority()
+            ))),
+        }
+    }
+}
+
+fn connect_lazy(authority: &str) -> Option<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}")).ok()?;
+    Some(
+        endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy(),
+    )
+}
+
+/// True when the call failed because the instance refused the connection: nothing was sent, so
+/// running it elsewhere is safe whatever the call does.
+pub fn is_connection_refused(status: &tonic::Status) -> bool {
+    // tonic reports a failed connect as UNAVAILABLE from the transport, or as UNKNOWN "Service
+    // was not ready" when it surfaces while the client waits for readiness.
+    if !matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        if e.to_string().contains("Connection refused") {
+            return true;
+        }
+        source = e.source();
+    }
+    status.message().contains("Connection refused")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::Endpoint;
+    use crate::watch::EndpointSet;
+    use tokio::sync::watch;
+
+    fn set(epoch: u64, ids: &[(&str, u16)]) -> Arc<EndpointSet> {
+        Arc::new(EndpointSet {
+            service: "svc".into(),
+            epoch,
+            fresh: true,
+            endpoints: ids
+                .iter()
+                .map(|(id, port)| Endpoint {
+                    id: (*id).into(),
+                    host: "127.0.0.1".into(),
+                    port: *port,
+                    tags: vec![],
+                    meta: Default::default(),
+                })
+                .collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn round_robin_spreads_and_follows_the_set() {
+        let (tx, rx) = watch::channel(set(1, &[("a", 1), ("b", 2), ("c", 3)]));
+        let b = Balancer::new("svc", Policy::RoundRobin, rx);
+        let picks: Vec<String> = (0..6).map(|_| b.pick(None).unwrap().id().to_owned()).collect();
+        assert_eq!(picks, vec!["a", "b", "c", "a", "b", "c"]);
+
+        let held = b.pick(None).unwrap();
+        let before = b.instances();
+        tx.send(set(2, &[("a", 1), ("c", 3), ("d", 4)])).unwrap();
+        let after = b.instances();
+        assert_eq!(
+            after.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            vec!["a", "c", "d"]
+        );
+        assert!(
+            Arc::ptr_eq(&before[0], &after[0]),
+            "a kept instance keeps its connection"
+        );
+        drop(held); // a pick made before the change is still usable and releases cleanly
+
+        tx.send(set(3, &[])).unwrap();
+        assert_eq!(b.pick(None).unwrap_err(), BalanceError::NoInstances("svc".into()));
+    }
+
+    #[tokio::test]
+    async fn power_of_two_prefers_the_less_busy_and_avoid_is_honoured() {
+        let (_tx, rx) = watch::channel(set(1, &[("busy", 1), ("idle", 2)]));
+        let b = Balancer::new("svc", Policy::PowerOfTwo, rx);
+        let _load: Vec<Picked> = (0..50).map(|_| b.pick(Some("idle")).unwrap()).collect();
+        let busy = b.instances().into_iter().find(|i| i.id == "busy").unwrap();
+        assert_eq!(busy.in_flight(), 50);
+        let idle_picks = (0..200).filter(|_| b.pick(None).unwrap().id() == "idle").count();
+        // Two random draws hit "busy" twice a quarter of the time; otherwise "idle" wins.
+        assert!(idle_picks > 120, "{idle_picks}");
+        assert_eq!(b.pick(Some("busy")).unwrap().id(), "idle");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_once_elsewhere() {
+        // Port 1 on loopback refuses; the second "instance" is a closure that succeeds.
+        let (_tx, rx) = watch::channel(set(1, &[("dead", 1), ("alive", 2)]));
+        let b = Balancer::new("svc", Policy::RoundRobin, rx);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let result = b
+            .call(Duration::from_secs(5), |channel, _left| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        probe(channel).await
+                    } else {
+                        Ok("second instance answered")
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), "second instance answered");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A real generated-client call on the channel (to a port that refuses), so the error is
+    /// exactly what tonic produces.
+    async fn probe(channel: Channel) -> Result<&'static str, tonic::Status> {
+        let mut client = shop_proto::user::v1::user_service_client::UserServiceClient::new(channel);
+        client
+            .get_user(shop_proto::user::v1::GetUserRequest { id: 1 })
+            .await?;
+        Err(tonic::Status::internal("unexpectedly connected"))
+    }
+}

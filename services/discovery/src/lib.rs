@@ -1,0 +1,24 @@
+//! Service discovery for the shop, and the only code that speaks to Consul.
+//!
+//! - [`consul`]: the agent's HTTP API over a plain hyper client (register, deregister, lookups,
+//!   blocking health reads); the only place that builds a Consul URL.
+//! - [`register`]: an instance announces itself, stays announced when the agent forgets it, and
+//!   leaves on graceful shutdown.
+//! - [`watch`]: the healthy instances of a service as always-fresh snapshots, from Consul
+//!   blocking queries or from a fixed list.
+//! - [`balance`]: calls spread over those instances, one reused HTTP/2 connection each, with a
+//!   deadline on every call and one retry elsewhere when a connection is refused.
+//! - [`pace`]: token bucket, backoff and randomness for the loops above.
+//!
+//! Nothing on a request path talks to Consul: the balancer reads the latest snapshot in memory.
+
+pub mod balance;
+pub mod consul;
+pub mod pace;
+pub mod register;
+pub mod watch;
+
+pub use balance::{Balancer, Policy};
+pub use consul::{ConsulClient, Endpoint, Registration};
+pub use register::Registrar;
+pub use watch::{EndpointSet, Endpoints, WatchConfig};

@@ -1,0 +1,46 @@
+//! The Consul harness against a real dev agent: register, see it passing, `kill -9`, restart on
+//! the same ports, and find the registration gone (a dev agent keeps nothing).
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use shop_testkit::Scratch;
+use shop_testkit::consul::{ConsulAgent, http_put};
+
+#[test]
+fn a_dev_agent_registers_forgets_on_kill9_and_restarts_on_the_same_ports() {
+    let scratch = Scratch::new("consul-agent");
+    let mut agent = ConsulAgent::start(scratch.path());
+    assert!(agent.leader().is_some());
+    assert_eq!(agent.url(), format!("http://{}", agent.addr()));
+    assert!(agent.agent_service_ids().is_empty());
+
+    let registration = r#"{"ID":"t1","Name":"probe","Port":1234,"Check":{"TTL":"30s","Status":"passing"}}"#;
+    let (status, body) =
+        http_put(&agent.addr(), "/v1/agent/service/register", registration).expect("the agent answers");
+    assert_eq!(status, 200, "register: {body}");
+    assert_eq!(agent.agent_service_ids(), ["t1"]);
+    // The agent syncs its services into the catalog right away, but not within this call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while agent.passing_ids("probe").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(agent.passing_ids("probe"), ["t1"]);
+    assert!(agent.passing_ids("no-such-service").is_empty());
+
+    let ports = agent.ports();
+    let old_pid = agent.pid();
+    agent.kill9();
+    assert_eq!(agent.pid(), 0);
+    assert!(agent.leader().is_none(), "a killed agent should not answer");
+
+    agent.restart();
+    assert_eq!(agent.ports(), ports);
+    assert_ne!(agent.pid(), old_pid);
+    assert!(agent.leader().is_some());
+    assert!(agent.agent_service_ids().is_empty());
+    assert!(agent.passing_ids("probe").is_empty());
+
+    agent.stop();
+    assert_eq!(agent.pid(), 0);
+    assert!(agent.leader().is_none(), "a stopped agent should not answer");
+}
