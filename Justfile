@@ -16,8 +16,14 @@ default:
 build:
     cargo build --workspace --locked
 
-# Run every test: unit, integration (real binaries, real SQLite files) and tidy checks.
+# Run every test: unit, integration (real binaries, real SQLite files, a real Consul) and tidy checks.
 test:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The discovery tests start their own Consul dev agents; a missing Consul fails them, so
+    # install it first (instant when present) and tell the tests where it is.
+    SHOP_CONSUL_BIN="$(services/discovery/scripts/get-consul)"
+    export SHOP_CONSUL_BIN
     cargo test --workspace --locked
 
 # Format the code.
@@ -29,8 +35,8 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Build, then start the stack in the background (today: user service :5001, product service :5003).
-up: build
+# Build, then start the stack in the background: Consul :8500, user :5001, product :5003.
+up: build consul
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{run_dir}}/logs {{run_dir}}/data {{run_dir}}/pids
@@ -73,11 +79,25 @@ up: build
         echo "$name did not become ready within 60 s; see $log" >&2
         exit 1
     }
+    healthy() {
+        for _ in $(seq 1 100); do
+            if curl -s --max-time 2 "http://127.0.0.1:8500/v1/health/service/$1?passing" | grep -q '"ID"'; then
+                echo "$1 is healthy in Consul"
+                return
+            fi
+            sleep 0.1
+        done
+        echo "$1 did not become healthy in Consul within 10 s; see {{run_dir}}/logs/$1.log" >&2
+        exit 1
+    }
     # The user service first: it creates the token key pair the others verify with.
     start user-service {{bin_dir}}/user-service --data-dir {{run_dir}}/data
+    healthy user-service
     {{bin_dir}}/product-service seed --data-dir {{run_dir}}/data 2>> {{run_dir}}/logs/product-service.log
     start product-service {{bin_dir}}/product-service --data-dir {{run_dir}}/data
+    healthy product-service
     echo
+    echo "consul:                 http://127.0.0.1:8500/ui"
     echo "user service (gRPC):    http://127.0.0.1:5001"
     echo "product service (gRPC): http://127.0.0.1:5003"
     echo "admin login:            $admin_user / $admin_password"
@@ -85,12 +105,62 @@ up: build
     echo "try it:                 just demo"
     echo "stop:                   just down"
 
+# Install Consul if it is missing (into .tools/consul/, from Debian's package) and say where it is.
+consul-install:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    consul_bin="$(services/discovery/scripts/get-consul)"
+    echo "consul: $consul_bin ($("$consul_bin" version | head -1))"
+
+# Start a Consul dev agent on 127.0.0.1:8500 in the background (in-memory; `just down` stops it).
+consul:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{run_dir}}/logs {{run_dir}}/pids
+    pidfile="{{run_dir}}/pids/consul.pid" log="{{run_dir}}/logs/consul.log"
+    url="http://127.0.0.1:8500/v1/status/leader"
+    started=""
+    if curl -s -o /dev/null --max-time 2 "$url"; then
+        echo "consul: something already answers on 127.0.0.1:8500; reusing it"
+    elif [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        echo "consul is already starting (pid $(cat "$pidfile"))"
+    else
+        consul_bin="$(services/discovery/scripts/get-consul)"
+        # -dev: a single server with in-memory data, so every start begins empty.
+        nohup "$consul_bin" agent -dev -node=shop-dev -bind=127.0.0.1 -client=127.0.0.1 \
+            -http-port=8500 -dns-port=-1 -grpc-port=-1 -log-level=info >> "$log" 2>&1 &
+        echo $! > "$pidfile"
+        started=1
+    fi
+    # Ready once a leader is elected: /v1/status/leader answers "127.0.0.1:8300", not "" or a 500.
+    deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        leader="$(curl -s --max-time 2 "$url" 2>/dev/null || true)"
+        if [[ "$leader" == \"?*\" ]]; then
+            echo "consul is up: http://127.0.0.1:8500 (leader $leader; log {{run_dir}}/logs/consul.log)"
+            exit 0
+        fi
+        if [ -n "$started" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            echo "consul failed to start; the end of $log:" >&2
+            tail -n 20 "$log" >&2
+            rm -f "$pidfile"
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "consul on 127.0.0.1:8500 has no leader after 30 s; see $log" >&2
+    exit 1
+
 # Stop what `just up` started (and nothing else).
 down:
     #!/usr/bin/env bash
     set -euo pipefail
     shopt -s nullglob
-    for pidfile in {{run_dir}}/pids/*.pid; do
+    # Services first (they deregister from Consul on the way out), Consul last.
+    pidfiles=()
+    for f in {{run_dir}}/pids/*.pid; do [ "$(basename "$f")" = consul.pid ] || pidfiles+=("$f"); done
+    [ -f {{run_dir}}/pids/consul.pid ] && pidfiles+=({{run_dir}}/pids/consul.pid)
+    for pidfile in "${pidfiles[@]}"; do
         name="$(basename "$pidfile" .pid)"
         pid="$(cat "$pidfile")"
         if kill -0 "$pid" 2>/dev/null; then
@@ -126,6 +196,8 @@ demo:
     cargo run -q -p shop-examples --bin user-walkthrough
     @echo
     cargo run -q -p shop-examples --bin product-walkthrough
+    @echo
+    cargo run -q -p shop-examples --bin discover-products
 
 # Print benchmark figures (release build; see docs/benchmarks.md).
 bench:

@@ -334,6 +334,13 @@ pub struct Common {
     pub data_dir: PathBuf,
     /// `consul.addr`: the local Consul agent's HTTP address; empty runs without Consul.
     pub consul: String,
+    /// `consul.token`: an ACL token, sent as `X-Consul-Token`; never logged.
+    pub consul_token: Option<String>,
+    /// `consul.advertise`: the address other hosts reach this instance on. Default: the bound
+    /// address, or (when bound to 0.0.0.0) the Consul agent's node address.
+    pub advertise: Option<String>,
+    /// `consul.check_interval`: how often Consul checks this instance's gRPC health.
+    pub check_interval: Duration,
     /// `log.level`: a tracing filter such as `info` or `info,product_service=debug`.
     pub log_level: String,
 }
@@ -354,6 +361,11 @@ impl Common {
             port,
             data_dir: PathBuf::from(".run/data"),
             consul: "http://127.0.0.1:8500".to_owned(),
+            consul_token: None,
+            advertise: None,
+            // Fast enough that a dead instance leaves the healthy set within seconds, slow enough
+            // to be noise for the agent.
+            check_interval: Duration::from_secs(5),
             log_level: "info".to_owned(),
         }
     }
@@ -365,6 +377,9 @@ impl Common {
             "server.port" => self.port = value.port()?,
             "data.dir" => self.data_dir = value.path()?,
             "consul.addr" => self.consul = value.string()?,
+            "consul.token" => self.consul_token = Some(value.string()?).filter(|t| !t.is_empty()),
+            "consul.advertise" => self.advertise = Some(value.string()?).filter(|a| !a.is_empty()),
+            "consul.check_interval" => self.check_interval = value.duration()?,
             "log.level" => self.log_level = value.string()?,
             _ => return Ok(false),
         }
@@ -382,6 +397,17 @@ impl Common {
             return Err((
                 "consul.addr".to_owned(),
                 "expected http://host:port, or an empty string to run without Consul".to_owned(),
+            ));
+        }
+        if let Some(a) = &self.advertise
+            && a.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(("consul.advertise".to_owned(), "expected an IP address".to_owned()));
+        }
+        if self.check_interval < Duration::from_secs(1) || self.check_interval > Duration::from_secs(60) {
+            return Err((
+                "consul.check_interval".to_owned(),
+                "expected between 1s and 60s".to_owned(),
             ));
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! The lifecycle of a shop gRPC server, the same in every service:
-//! bind -> print one ready line with the real address -> serve (health SERVING, reflection,
-//! one log line per call carrying the request id) -> on SIGINT/SIGTERM: health NOT_SERVING,
-//! stop accepting, let calls in flight finish within a bound, return.
+//! bind -> print one ready line with the real address -> register in Consul -> serve (health
+//! SERVING, reflection, one log line per call carrying the request id) -> on SIGINT/SIGTERM:
+//! health NOT_SERVING, deregister, stop accepting, let calls in flight finish within a bound,
+//! return.
 //!
 //! The binary binds and passes the signal future; tests bind port 0 and pass their own.
 
@@ -74,14 +75,73 @@ pub fn reflection(
     builder.build_v1()
 }
 
+/// Consul's grace before it removes an instance whose check stays critical (its minimum): a
+/// crashed instance leaves the healthy set at its first failed check and the catalogue a
+/// minute later.
+pub const DEREGISTER_CRITICAL_AFTER: Duration = Duration::from_secs(60);
+
+/// Starts announcing this instance in Consul (unless `consul.addr` is empty): service `name`,
+/// checked through grpc.health.v1 for `grpc_service`, at the bound `addr`.
+///
+/// The instance id is `<name>-<ip>-<port>`: unique on its agent (one process per port), and the
+/// same after a restart, so a restarted instance replaces its own stale entry.
+pub fn register(
+    common: &crate::config::Common,
+    name: &str,
+    grpc_service: &str,
+    addr: SocketAddr,
+    version: &str,
+) -> Result<Option<shop_discovery::Registrar>, shop_discovery::consul::ConsulError> {
+    if common.consul.is_empty() {
+        tracing::info!("consul.addr is empty: not registering (static upstreams only)");
+        return Ok(None);
+    }
+    let client = shop_discovery::ConsulClient::new(&common.consul, common.consul_token.clone())?;
+    // Advertise what was asked, else the bound IP; a wildcard bind leaves the address empty so
+    // Consul uses the node's, while the agent (local by design) checks us on loopback.
+    let (address, check_host) = match &common.advertise {
+        Some(a) => (a.clone(), a.clone()),
+        None if addr.ip().is_unspecified() => (String::new(), "127.0.0.1".to_owned()),
+        None => (addr.ip().to_string(), addr.ip().to_string()),
+    };
+    let shown = if address.is_empty() {
+        "node".to_owned()
+    } else {
+        address.replace(':', "_")
+    };
+    let registration = shop_discovery::Registration {
+        id: format!("{name}-{shown}-{}", addr.port()),
+        name: name.to_owned(),
+        address,
+        port: addr.port(),
+        tags: vec!["grpc".to_owned()],
+        meta: [("version".to_owned(), version.to_owned())].into(),
+        grpc_check: if check_host.contains(':') {
+            format!("[{check_host}]:{}/{grpc_service}", addr.port())
+        } else {
+            format!("{check_host}:{}/{grpc_service}", addr.port())
+        },
+        check_interval: common.check_interval,
+        check_timeout: common.check_interval.min(Duration::from_secs(2)),
+        deregister_after: DEREGISTER_CRITICAL_AFTER,
+    };
+    Ok(Some(shop_discovery::Registrar::start(
+        client,
+        registration,
+        shop_discovery::register::RECHECK_EVERY,
+    )))
+}
+
 /// Runs a server until `shutdown` resolves, then drains it.
 ///
 /// `serve` receives the future that tells tonic to stop accepting (pass it to
 /// `serve_with_incoming_shutdown`). `names` are the gRPC services to mark NOT_SERVING first, so
-/// health checks (Consul's among them) stop sending traffic before the listener closes.
+/// health checks (Consul's among them) stop sending traffic; then the instance leaves Consul,
+/// and only then does the listener close.
 pub async fn run_until<F, Fut>(
     health: &HealthReporter,
     names: &[&str],
+    registrar: Option<shop_discovery::Registrar>,
     shutdown: impl Future<Output = ()>,
     serve: F,
 ) -> Result<(), tonic::transport::Error>
@@ -101,6 +161,9 @@ where
     health.set_service_status("", ServingStatus::NotServing).await;
     for name in names {
         health.set_service_status(*name, ServingStatus::NotServing).await;
+    }
+    if let Some(registrar) = registrar {
+        registrar.deregister().await;
     }
     let _ = stop_tx.send(());
     let started = Instant::now();

@@ -35,6 +35,9 @@ impl Settings for Config {
         "server.port",
         "data.dir",
         "consul.addr",
+        "consul.token",
+        "consul.advertise",
+        "consul.check_interval",
         "log.level",
         "auth.public_key",
         "auth.algorithm",
@@ -53,5 +56,17 @@ impl Settings for Config {
     fn validate(&self) -> Result<(), (String, String)> {
         self.common.validate()?;
         self.tokens.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_include_every_shared_key() {
+        for key in Common::KEYS.iter().chain(TokenCheck::KEYS) {
+            assert!(Config::KEYS.contains(key), "{key}");
+        }
     }
 }

@@ -106,17 +106,31 @@ pub async fn run(
         .map_err(|e| RunError::Setup(format!("listener: {e}")))?;
     tracing::info!(%addr, db = %config.db_path().display(), "serving");
     serve::announce_ready(SERVICE_NAME, addr);
+    let registrar = serve::register(
+        &config.common,
+        SERVICE_NAME,
+        shop_proto::names::USER_SERVICE,
+        addr,
+        env!("CARGO_PKG_VERSION"),
+    )
+    .map_err(|e| RunError::Setup(format!("consul: {e}")))?;
 
     let user_service = UserServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
-    serve::run_until(&health, &[shop_proto::names::USER_SERVICE], shutdown, |stop| {
-        tonic::transport::Server::builder()
-            .timeout(CALL_TIMEOUT)
-            .layer(serve::RequestLogLayer)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(user_service)
-            .serve_with_incoming_shutdown(serve::incoming(listener), stop)
-    })
+    serve::run_until(
+        &health,
+        &[shop_proto::names::USER_SERVICE],
+        registrar,
+        shutdown,
+        |stop| {
+            tonic::transport::Server::builder()
+                .timeout(CALL_TIMEOUT)
+                .layer(serve::RequestLogLayer)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(user_service)
+                .serve_with_incoming_shutdown(serve::incoming(listener), stop)
+        },
+    )
     .await?;
     Ok(())
 }
