@@ -61,6 +61,18 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+impl DbError {
+    /// SQLite stayed locked past the busy timeout: a transient overload, worth a retry (services
+    /// answer UNAVAILABLE), not a bug.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 /// Opens one connection with the shop's settings.
 pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -185,6 +185,74 @@ where
     }
 }
 
+/// Upper bound for any call, whatever `grpc-timeout` the caller sent.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("consul: {0}")]
+    Consul(#[from] shop_discovery::consul::ConsulError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Who is serving: the name it prints and registers under, its version, and its settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// `user-service`, `product-service`, `order-service`.
+    pub name: &'a str,
+    pub version: &'a str,
+    pub common: &'a crate::config::Common,
+    /// The encoded descriptor sets reflection serves (`shop_proto::FILE_DESCRIPTOR_SET`).
+    pub descriptors: &'a [&'static [u8]],
+}
+
+/// Serves one gRPC service the shop's way, from bound listener to drained exit: health (SERVING
+/// for `""` and the service's name), reflection, the request-log layer, a ready line, Consul
+/// registration, and on `shutdown` the drain sequence of [`run_until`].
+pub async fn grpc<S>(
+    who: Identity<'_>,
+    service: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(S::NAME, ServingStatus::Serving).await;
+    let reflection = reflection(who.descriptors)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, service = S::NAME, "serving");
+    announce_ready(who.name, addr);
+    let registrar = register(who.common, who.name, S::NAME, addr, who.version)?;
+    run_until(&health, &[S::NAME], registrar, shutdown, |stop| {
+        tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
+            .layer(RequestLogLayer)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming(listener), stop)
+    })
+    .await?;
+    Ok(())
+}
+
 /// Binds `host:port` (port 0 picks a free one).
 pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind((host, port)).await

@@ -47,14 +47,6 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-fn busy(e: &DbError) -> bool {
-    matches!(
-        e,
-        DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         match e {
@@ -63,7 +55,7 @@ impl From<Error> for Status {
             Error::OutOfStock { .. } | Error::Reservation(_) => Status::failed_precondition(e.to_string()),
             Error::Unauthenticated(a) => a.into(),
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
-            Error::Db(ref db) if busy(db) => {
+            Error::Db(ref db) if db.is_busy() => {
                 tracing::warn!(error = %db, "database busy beyond the timeout");
                 Status::unavailable("the product database is busy; retry shortly")
             }

@@ -34,9 +34,6 @@ const DB_POOL_SIZE: usize = 4;
 /// Largest request accepted, decoded. A product with a full description is ~20 KiB.
 const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
-/// Upper bound for any call, whatever `grpc-timeout` the caller sent.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("token verification key: {0}")]
@@ -45,8 +42,8 @@ pub enum RunError {
     Db(#[from] DbError),
     #[error("{0}")]
     Setup(String),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
 }
 
 /// Opens the database and serves on `listener` until `shutdown` resolves and calls in flight
@@ -67,43 +64,14 @@ pub async fn run(
         db,
         verifier: Arc::new(verifier),
     };
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ProductServiceServer<grpc::ProductApi>>()
-        .await;
-    let reflection = serve::reflection(&[shop_proto::FILE_DESCRIPTOR_SET])
-        .map_err(|e| RunError::Setup(format!("reflection: {e}")))?;
-
-    let addr = listener
-        .local_addr()
-        .map_err(|e| RunError::Setup(format!("listener: {e}")))?;
-    tracing::info!(%addr, db = %config.db_path().display(), "serving");
-    serve::announce_ready(SERVICE_NAME, addr);
-    let registrar = serve::register(
-        &config.common,
-        SERVICE_NAME,
-        shop_proto::names::PRODUCT_SERVICE,
-        addr,
-        env!("CARGO_PKG_VERSION"),
-    )
-    .map_err(|e| RunError::Setup(format!("consul: {e}")))?;
-
+    tracing::info!(db = %config.db_path().display(), "database open");
     let service = ProductServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
-    serve::run_until(
-        &health,
-        &[shop_proto::names::PRODUCT_SERVICE],
-        registrar,
-        shutdown,
-        |stop| {
-            tonic::transport::Server::builder()
-                .timeout(CALL_TIMEOUT)
-                .layer(serve::RequestLogLayer)
-                .add_service(health_service)
-                .add_service(reflection)
-                .add_service(service)
-                .serve_with_incoming_shutdown(serve::incoming(listener), stop)
-        },
-    )
-    .await?;
+    let who = serve::Identity {
+        name: SERVICE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        common: &config.common,
+        descriptors: &[shop_proto::FILE_DESCRIPTOR_SET],
+    };
+    serve::grpc(who, service, listener, shutdown).await?;
     Ok(())
 }

@@ -42,14 +42,6 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-fn busy(e: &DbError) -> bool {
-    matches!(
-        e,
-        DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         match e {
@@ -59,7 +51,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(a) => a.into(),
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::NotFound => Status::not_found(e.to_string()),
-            Error::Db(ref db) if busy(db) => {
+            Error::Db(ref db) if db.is_busy() => {
                 tracing::warn!(error = %db, "database busy beyond the timeout");
                 Status::unavailable("the user database is busy; retry shortly")
             }

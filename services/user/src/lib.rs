@@ -33,9 +33,6 @@ const DB_POOL_SIZE: usize = 4;
 /// Largest request accepted, decoded. User requests are a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Upper bound for any call, whatever `grpc-timeout` the caller sent.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -47,8 +44,8 @@ pub enum RunError {
     Db(#[from] DbError),
     #[error("{0}")]
     Setup(String),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
 }
 
 /// An admin account to make sure of at start-up (from `SHOP_ADMIN_USER` and friends).
@@ -96,42 +93,15 @@ pub async fn run(
         signer: Arc::new(signer),
         verifier: Arc::new(verifier),
     };
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<UserServiceServer<grpc::UserApi>>().await;
-    let reflection = serve::reflection(&[shop_proto::FILE_DESCRIPTOR_SET])
-        .map_err(|e| RunError::Setup(format!("reflection: {e}")))?;
-
-    let addr = listener
-        .local_addr()
-        .map_err(|e| RunError::Setup(format!("listener: {e}")))?;
-    tracing::info!(%addr, db = %config.db_path().display(), "serving");
-    serve::announce_ready(SERVICE_NAME, addr);
-    let registrar = serve::register(
-        &config.common,
-        SERVICE_NAME,
-        shop_proto::names::USER_SERVICE,
-        addr,
-        env!("CARGO_PKG_VERSION"),
-    )
-    .map_err(|e| RunError::Setup(format!("consul: {e}")))?;
-
-    let user_service = UserServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
-    serve::run_until(
-        &health,
-        &[shop_proto::names::USER_SERVICE],
-        registrar,
-        shutdown,
-        |stop| {
-            tonic::transport::Server::builder()
-                .timeout(CALL_TIMEOUT)
-                .layer(serve::RequestLogLayer)
-                .add_service(health_service)
-                .add_service(reflection)
-                .add_service(user_service)
-                .serve_with_incoming_shutdown(serve::incoming(listener), stop)
-        },
-    )
-    .await?;
+    tracing::info!(db = %config.db_path().display(), "database open");
+    let service = UserServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let who = serve::Identity {
+        name: SERVICE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        common: &config.common,
+        descriptors: &[shop_proto::FILE_DESCRIPTOR_SET],
+    };
+    serve::grpc(who, service, listener, shutdown).await?;
     Ok(())
 }
 
