@@ -40,11 +40,14 @@ pub struct Claims {
     pub jti: String,
 }
 
-/// What a user may do, by role.
+/// What a caller may do, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Customer,
     Admin,
+    /// Another shop service acting on its own behalf (the order service's inventory calls). Its
+    /// `sub` is the service's name, not a user id.
+    Service,
 }
 
 impl Role {
@@ -52,6 +55,7 @@ impl Role {
         match self {
             Role::Customer => "customer",
             Role::Admin => "admin",
+            Role::Service => "service",
         }
     }
 
@@ -59,6 +63,7 @@ impl Role {
         match s {
             "customer" => Some(Role::Customer),
             "admin" => Some(Role::Admin),
+            "service" => Some(Role::Service),
             _ => None,
         }
     }
@@ -73,7 +78,10 @@ impl fmt::Display for Role {
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The user id; 0 for a service.
     pub user_id: i64,
+    /// The service's name when `role` is [`Role::Service`].
+    pub service: Option<String>,
     pub role: Role,
     /// The token's `jti`, for logs and audit.
     pub token_id: String,
@@ -86,9 +94,14 @@ impl Identity {
         self.role == Role::Admin
     }
 
+    pub fn is_service(&self) -> bool {
+        self.role == Role::Service
+    }
+
     /// The ownership rule shared by every service: a user acts for themself, an admin for anyone.
+    /// A service acts for no user.
     pub fn may_act_for(&self, user_id: i64) -> bool {
-        self.is_admin() || self.user_id == user_id
+        self.is_admin() || (self.role == Role::Customer && self.user_id == user_id)
     }
 }
 
@@ -128,6 +141,13 @@ impl From<AuthError> for tonic::Status {
     fn from(e: AuthError) -> Self {
         tonic::Status::unauthenticated(e.client_message())
     }
+}
+
+/// A service name as it appears in `sub`: 1-64 lowercase letters, digits and '-'.
+pub fn is_service_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Problems loading the verification key.
@@ -229,16 +249,25 @@ impl Verifier {
             _ => AuthError::Malformed,
         })?;
         let claims = data.claims;
-        let user_id = claims
-            .sub
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| AuthError::BadClaim("sub is not a user id".to_owned()))?;
         let role = Role::parse(&claims.role)
             .ok_or_else(|| AuthError::BadClaim(format!("role {:?} is unknown", claims.role)))?;
+        let (user_id, service) = if role == Role::Service {
+            if !is_service_name(&claims.sub) {
+                return Err(AuthError::BadClaim("sub is not a service name".to_owned()));
+            }
+            (0, Some(claims.sub))
+        } else {
+            let id = claims
+                .sub
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| AuthError::BadClaim("sub is not a user id".to_owned()))?;
+            (id, None)
+        };
         Ok(Identity {
             user_id,
+            service,
             role,
             token_id: claims.jti,
             expires_at: claims.exp,
@@ -366,6 +395,31 @@ mod tests {
 
         check("not.a.token".to_owned(), AuthError::Malformed);
         check(String::new(), AuthError::Malformed);
+    }
+
+    #[test]
+    fn service_tokens_name_a_service_and_act_for_no_user() {
+        let (key, public) = keypair(1);
+        let mut c = claims();
+        c.sub = "order-service".to_owned();
+        c.role = "service".to_owned();
+        let id = verifier(&public).verify(&sign(&key, &c)).unwrap();
+        assert_eq!(
+            (id.role, id.user_id, id.service.as_deref()),
+            (Role::Service, 0, Some("order-service"))
+        );
+        assert!(id.is_service() && !id.is_admin());
+        assert!(!id.may_act_for(0) && !id.may_act_for(1));
+        c.sub = "42".to_owned();
+        assert!(
+            verifier(&public).verify(&sign(&key, &c)).is_ok(),
+            "digits are a valid name"
+        );
+        c.sub = "Order Service!".to_owned();
+        assert_eq!(
+            verifier(&public).verify(&sign(&key, &c)),
+            Err(AuthError::BadClaim("sub is not a service name".to_owned()))
+        );
     }
 
     #[test]

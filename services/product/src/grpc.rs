@@ -46,6 +46,18 @@ impl ProductApi {
         Ok(self.verifier.verify_metadata(req.metadata())?)
     }
 
+    /// Reservations move stock for orders: only a shop service (the order service, with its
+    /// service token) or an admin may make them, never a customer directly.
+    fn inventory_caller<T>(&self, req: &Request<T>) -> Result<Identity, Error> {
+        let who = self.caller(req)?;
+        if !(who.is_service() || who.is_admin()) {
+            return Err(Error::Forbidden(
+                "only shop services may reserve or release stock",
+            ));
+        }
+        Ok(who)
+    }
+
     fn admin<T>(&self, req: &Request<T>) -> Result<Identity, Error> {
         let who = self.caller(req)?;
         if !who.is_admin() {
@@ -200,7 +212,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         &self,
         req: Request<pb::ReserveStockRequest>,
     ) -> Result<Response<pb::ReserveStockResponse>, Status> {
-        self.caller(&req)?;
+        self.inventory_caller(&req)?;
         let r = req.into_inner();
         let order_id = domain::check_id("order_id", r.order_id)?;
         let lines: Vec<Line> = r
@@ -232,7 +244,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         &self,
         req: Request<pb::ReleaseStockRequest>,
     ) -> Result<Response<pb::ReleaseStockResponse>, Status> {
-        self.caller(&req)?;
+        self.inventory_caller(&req)?;
         let order_id = domain::check_id("order_id", req.get_ref().order_id)?;
         let released = self
             .db
@@ -255,7 +267,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         &self,
         req: Request<pb::CommitReservationRequest>,
     ) -> Result<Response<pb::CommitReservationResponse>, Status> {
-        self.caller(&req)?;
+        self.inventory_caller(&req)?;
         let order_id = domain::check_id("order_id", req.get_ref().order_id)?;
         let changed = self
             .db

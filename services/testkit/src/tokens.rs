@@ -51,4 +51,19 @@ impl TokenMint {
     pub fn admin(&self) -> String {
         self.token(1, "admin")
     }
+
+    /// A token for another shop service acting on its own behalf (`sub` = its name).
+    pub fn service(&self, name: &str) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: name.to_owned(),
+            role: "service".to_owned(),
+            exp: now + 3600,
+            iat: now,
+            iss: shop_auth::DEFAULT_ISSUER.to_owned(),
+            aud: shop_auth::DEFAULT_AUDIENCE.to_owned(),
+            jti: format!("test-{name}-{now}"),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key).unwrap()
+    }
 }

@@ -4,6 +4,7 @@
 //! user-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
 //!              [--set key=value]... [--check]
 //! user-service create-admin --username NAME [--email EMAIL] [same settings flags]
+//! user-service issue-service-token --service NAME [--ttl 30d] [--out FILE] [same settings flags]
 //! ```
 
 use std::io::BufRead;
@@ -15,6 +16,7 @@ use user_service::{AdminSeed, Config, SERVICE_NAME};
 const USAGE: &str = "\
 usage: user-service [SETTINGS] [--check]
        user-service create-admin --username NAME [--email EMAIL] [SETTINGS]
+       user-service issue-service-token --service NAME [--ttl 30d] [--out FILE] [SETTINGS]
 
 Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --config FILE      TOML settings file (or SHOP_CONFIG)
@@ -28,7 +30,11 @@ Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
 
 Start-up admin: with SHOP_ADMIN_USER and SHOP_ADMIN_PASSWORD set (SHOP_ADMIN_EMAIL optional),
 the service makes sure that admin account exists. create-admin reads the password from
-SHOP_ADMIN_PASSWORD or, when unset, from the first line of standard input.";
+SHOP_ADMIN_PASSWORD or, when unset, from the first line of standard input.
+
+issue-service-token signs a token with role \"service\" for another shop service (the order
+service uses one for its inventory calls) with the same keys, and writes it to FILE (mode 0600)
+or prints it.";
 
 fn main() -> ExitCode {
     let flags = match config::parse_flags(std::env::args().skip(1)) {
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
     let result = match flags.rest.first().map(String::as_str) {
         None | Some("serve") => runtime.block_on(serve(config, &flags)),
         Some("create-admin") => runtime.block_on(create_admin(config, &flags)),
+        Some("issue-service-token") => issue_service_token(&config, &flags),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -98,6 +105,61 @@ async fn serve(config: Config, flags: &Flags) -> Result<(), String> {
     user_service::run(config, env_admin(), listener, shop_kit::serve::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+fn issue_service_token(config: &Config, flags: &Flags) -> Result<(), String> {
+    let mut service = None;
+    let mut ttl = std::time::Duration::from_secs(30 * 86_400);
+    let mut out = None;
+    let mut args = flags.rest.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--service" => service = args.next().cloned(),
+            "--ttl" => {
+                let text = args.next().ok_or("issue-service-token: --ttl needs a value")?;
+                ttl = config::parse_duration(text).map_err(|e| format!("issue-service-token: --ttl: {e}"))?;
+            }
+            "--out" => out = args.next().cloned(),
+            other => {
+                return Err(format!(
+                    "issue-service-token: unknown argument {other:?}\n\n{USAGE}"
+                ));
+            }
+        }
+    }
+    let service = service.ok_or("issue-service-token: --service is required")?;
+    if !shop_auth::is_service_name(&service) {
+        return Err(format!(
+            "issue-service-token: {service:?} is not a service name (lowercase letters, digits and '-')"
+        ));
+    }
+    if ttl < std::time::Duration::from_secs(60) || ttl > std::time::Duration::from_secs(366 * 86_400) {
+        return Err("issue-service-token: --ttl must be between 1m and 366d".to_owned());
+    }
+    let key = user_service::token::ensure_keys(&config.private_key_path(), &config.public_key_path())
+        .map_err(|e| e.to_string())?;
+    let signer = user_service::token::Signer::new(
+        &key,
+        config.tokens.issuer.clone(),
+        config.tokens.audience.clone(),
+        config.token_ttl,
+    )
+    .map_err(|e| e.to_string())?;
+    let token = signer
+        .issue_service(&service, ttl)
+        .map_err(|e| format!("cannot sign: {e}"))?;
+    match out {
+        Some(path) => {
+            user_service::token::write_secret(std::path::Path::new(&path), &token)
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "wrote a service token for {service} to {path} (valid {}s)",
+                ttl.as_secs()
+            );
+        }
+        None => println!("{token}"),
+    }
+    Ok(())
 }
 
 async fn create_admin(config: Config, flags: &Flags) -> Result<(), String> {

@@ -35,6 +35,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// Writes `token` to `path` readable by its owner only (replacing any earlier token).
+pub fn write_secret(path: &Path, token: &str) -> Result<(), KeyError> {
+    write_atomically(path, format!("{token}\n").as_bytes(), 0o600)
+}
+
 /// Makes sure a key pair exists: loads the private key, or creates one (mode 0600) when the file
 /// is missing, then (re)writes the public key derived from it. Safe when several instances start
 /// at once on the same folder: the private key is published with an atomic link, so exactly one
@@ -137,20 +142,30 @@ impl Signer {
 
     /// A signed token for the user, and its lifetime in seconds.
     pub fn issue(&self, user_id: i64, role: Role) -> Result<(String, u64), jsonwebtoken::errors::Error> {
+        let token = self.sign(user_id.to_string(), role, self.ttl)?;
+        Ok((token, self.ttl.as_secs()))
+    }
+
+    /// A token with which another shop service acts on its own behalf (role `service`, `sub` =
+    /// its name). Long-lived by design; re-issue it to rotate.
+    pub fn issue_service(&self, service: &str, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign(service.to_owned(), Role::Service, ttl)
+    }
+
+    fn sign(&self, sub: String, role: Role, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
         let now = shop_kit::clock::now_secs();
         let mut jti = [0u8; 16];
         OsRng.fill_bytes(&mut jti);
         let claims = Claims {
-            sub: user_id.to_string(),
+            sub,
             role: role.as_str().to_owned(),
             iat: now,
-            exp: now + self.ttl.as_secs(),
+            exp: now + ttl.as_secs(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)?;
-        Ok((token, self.ttl.as_secs()))
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
     }
 }
 

@@ -180,7 +180,7 @@ async fn deleted_products_disappear_but_orders_can_still_release_them() {
     let admin = h.admin();
     let keep = create(&mut c, &admin, new_product("Keep", 100, 5, "a")).await;
     let gone = create(&mut c, &admin, new_product("Gone", 100, 5, "a")).await;
-    c.reserve_stock(reserve_req(1, &[(gone.id, 2)], &h.customer()))
+    c.reserve_stock(reserve_req(1, &[(gone.id, 2)], &h.order_service()))
         .await
         .unwrap();
 
@@ -224,13 +224,16 @@ async fn deleted_products_disappear_but_orders_can_still_release_them() {
 
     // A new order cannot reserve it; the old one gives its units back.
     assert_status(
-        c.reserve_stock(reserve_req(2, &[(gone.id, 1)], &h.customer()))
+        c.reserve_stock(reserve_req(2, &[(gone.id, 1)], &h.order_service()))
             .await,
         Code::NotFound,
         &format!("product {}", gone.id),
     );
     let released = c
-        .release_stock(with_token(pb::ReleaseStockRequest { order_id: 1 }, &h.customer()))
+        .release_stock(with_token(
+            pb::ReleaseStockRequest { order_id: 1 },
+            &h.order_service(),
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -13,7 +13,7 @@ use crate::support::*;
 async fn reserve_release_and_commit_move_stock_exactly_once() {
     let h = Harness::start("reserve-basics");
     let mut c = h.client().await;
-    let (admin, user) = (h.admin(), h.customer());
+    let (admin, user) = (h.admin(), h.order_service());
     let a = create(&mut c, &admin, new_product("A", 100, 10, "")).await;
     let b = create(&mut c, &admin, new_product("B", 200, 5, "")).await;
 
@@ -118,7 +118,18 @@ async fn reserve_release_and_commit_move_stock_exactly_once() {
     );
     assert_eq!(stock_of(&mut c, a.id).await, 6);
 
-    // Only verified callers touch the inventory.
+    // Only shop services (and admins) touch the inventory; never a customer directly.
+    assert_status(
+        c.reserve_stock(reserve_req(4, &[(a.id, 1)], &h.customer())).await,
+        Code::PermissionDenied,
+        "only shop services",
+    );
+    assert_status(
+        c.release_stock(with_token(pb::ReleaseStockRequest { order_id: 3 }, &h.customer()))
+            .await,
+        Code::PermissionDenied,
+        "only shop services",
+    );
     assert_status(
         c.reserve_stock(pb::ReserveStockRequest {
             order_id: 4,
@@ -136,7 +147,7 @@ async fn reserve_release_and_commit_move_stock_exactly_once() {
 async fn a_short_line_reserves_nothing_and_names_the_product() {
     let h = Harness::start("reserve-short");
     let mut c = h.client().await;
-    let (admin, user) = (h.admin(), h.customer());
+    let (admin, user) = (h.admin(), h.order_service());
     let plenty = create(&mut c, &admin, new_product("Plenty", 100, 100, "")).await;
     let scarce = create(&mut c, &admin, new_product("Scarce", 100, 2, "")).await;
 
@@ -203,7 +214,7 @@ async fn fifty_buyers_for_ten_units_sell_exactly_ten() {
     let h = Harness::start("reserve-race");
     let mut c = h.client().await;
     let product = create(&mut c, &h.admin(), new_product("Last ten", 100, 10, "")).await;
-    let user = h.customer();
+    let user = h.order_service();
     let mut tasks = Vec::new();
     for order_id in 1..=50 {
         let mut c = c.clone();
@@ -233,7 +244,7 @@ async fn concurrent_repeats_of_one_order_move_stock_once() {
     let h = Harness::start("reserve-repeat");
     let mut c = h.client().await;
     let product = create(&mut c, &h.admin(), new_product("Once", 100, 50, "")).await;
-    let user = h.customer();
+    let user = h.order_service();
 
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -280,7 +291,7 @@ async fn kill_9_mid_burst_leaves_stock_balanced_and_keeps_acknowledged_reservati
     let admin = h.admin();
     let a = create(&mut c, &admin, new_product("A", 100, 1_000, "")).await;
     let b = create(&mut c, &admin, new_product("B", 100, 500, "")).await;
-    let user = h.customer();
+    let user = h.order_service();
 
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
     let done = Arc::new(AtomicUsize::new(0));

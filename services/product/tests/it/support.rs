@@ -71,6 +71,11 @@ impl Harness {
     pub fn customer(&self) -> String {
         self.mint.customer(7)
     }
+
+    /// The order service's token: what inventory calls need.
+    pub fn order_service(&self) -> String {
+        self.mint.service("order-service")
+    }
 }
 
 pub fn with_token<T>(msg: T, token: &str) -> Request<T> {

@@ -290,3 +290,52 @@ async fn oversized_requests_are_refused() {
         .await;
     assert_eq!(r.unwrap_err().code(), Code::OutOfRange);
 }
+
+#[test]
+fn service_tokens_are_issued_with_the_same_keys() {
+    let scratch = Scratch::new("service-token");
+    let data = scratch.join("data");
+    let out = scratch.join("order-service.token");
+    let issue = |args: &[&str]| {
+        let mut l = Launch::new(env!("CARGO_BIN_EXE_user-service"), "issue", scratch.path())
+            .arg("issue-service-token")
+            .arg("--data-dir")
+            .arg(data.to_str().unwrap());
+        for a in args {
+            l = l.arg(*a);
+        }
+        l.run(None)
+    };
+    let (status, _, stderr) = issue(&["--service", "order-service", "--out", out.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&out).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&out).unwrap();
+    let verifier = shop_auth::Verifier::from_file(
+        shop_auth::ALGORITHM,
+        &data.join("keys/token-signing.pub.pem"),
+        &shop_auth::TokenRules::default(),
+    )
+    .unwrap();
+    let id = verifier.verify(token.trim()).unwrap();
+    assert_eq!(
+        (id.role, id.service.as_deref(), id.user_id),
+        (shop_auth::Role::Service, Some("order-service"), 0)
+    );
+    assert!(id.expires_at > shop_kit_now() + 29 * 86_400, "30 days by default");
+
+    let (status, _, stderr) = issue(&["--service", "Bad Name"]);
+    assert!(
+        !status.success() && stderr.contains("not a service name"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = issue(&["--service", "x", "--ttl", "5"]);
+    assert!(!status.success() && stderr.contains("--ttl"), "{stderr}");
+}
+
+fn shop_kit_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
