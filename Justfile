@@ -35,7 +35,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Build, then start the stack in the background: Consul :8500, user :5001, product :5003.
+# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003.
 up: build consul
     #!/usr/bin/env bash
     set -euo pipefail
@@ -96,9 +96,15 @@ up: build consul
     {{bin_dir}}/product-service seed --data-dir {{run_dir}}/data 2>> {{run_dir}}/logs/product-service.log
     start product-service {{bin_dir}}/product-service --data-dir {{run_dir}}/data
     healthy product-service
+    # The order service's own identity for inventory calls, signed by the user service.
+    {{bin_dir}}/user-service issue-service-token --service order-service --data-dir {{run_dir}}/data \
+        --out {{run_dir}}/data/keys/order-service.token 2>> {{run_dir}}/logs/user-service.log
+    start order-service {{bin_dir}}/order-service --data-dir {{run_dir}}/data
+    healthy order-service
     echo
     echo "consul:                 http://127.0.0.1:8500/ui"
     echo "user service (gRPC):    http://127.0.0.1:5001"
+    echo "order service (gRPC):   http://127.0.0.1:5002"
     echo "product service (gRPC): http://127.0.0.1:5003"
     echo "admin login:            $admin_user / $admin_password"
     echo "logs:                   {{run_dir}}/logs/   (just logs)"
@@ -196,6 +202,8 @@ demo:
     cargo run -q -p shop-examples --bin user-walkthrough
     @echo
     cargo run -q -p shop-examples --bin product-walkthrough
+    @echo
+    cargo run -q -p shop-examples --bin order-walkthrough
     @echo
     cargo run -q -p shop-examples --bin discover-products
 

@@ -32,6 +32,18 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the test fails.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Another workspace binary beside `own` (a test's `CARGO_BIN_EXE_*`): integration tests of one
+/// service start the others. `cargo test --workspace` (what `just test` runs) builds them all.
+pub fn sibling_binary(own: &str, name: &str) -> PathBuf {
+    let path = Path::new(own).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace` (or `just test`, which builds everything) first",
+        path.display()
+    );
+    path
+}
+
 /// A port that was free a moment ago (bind to 0, read, release).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,184 @@
+//! The order service's settings: the shared server and token keys, where its service token is,
+//! how it finds the user and product services, and how often it repairs interrupted orders.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shop_discovery::Policy;
+use shop_kit::config::{Common, Settings, TokenCheck, Value};
+
+/// Default gRPC port, kept from the seed project.
+pub const DEFAULT_PORT: u16 = 5002;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub common: Common,
+    pub tokens: TokenCheck,
+    /// `auth.service_token`: the token (from `user-service issue-service-token`) this service
+    /// presents for inventory calls. Default `<data.dir>/keys/order-service.token`.
+    pub service_token: Option<PathBuf>,
+    /// `upstream.user_addrs`, `upstream.product_addrs`: fixed `host:port` lists; empty means
+    /// "find them in Consul".
+    pub user_addrs: Vec<String>,
+    pub product_addrs: Vec<String>,
+    /// `upstream.timeout`: the deadline of every call to another service.
+    pub timeout: Duration,
+    /// `upstream.policy`: `round_robin` or `p2c`.
+    pub policy: Policy,
+    /// `recovery.interval`: how often interrupted orders are repaired.
+    pub recovery_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            common: Common::with_port(DEFAULT_PORT),
+            tokens: TokenCheck::default(),
+            service_token: None,
+            user_addrs: Vec::new(),
+            product_addrs: Vec::new(),
+            // Reads and reservations take milliseconds; three seconds covers a busy SQLite
+            // writer queue and still fails fast when a service is gone.
+            timeout: Duration::from_secs(3),
+            policy: Policy::PowerOfTwo,
+            recovery_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    pub fn db_path(&self) -> PathBuf {
+        self.common.data_dir.join("order.db")
+    }
+
+    pub fn service_token_path(&self) -> PathBuf {
+        self.service_token
+            .clone()
+            .unwrap_or_else(|| self.common.keys_dir().join("order-service.token"))
+    }
+
+    /// How old an order stuck in `reserving` must be before recovery touches it: longer than any
+    /// create can still be running (four upstream calls, each bounded by the timeout).
+    pub fn recovery_grace(&self) -> Duration {
+        self.timeout * 4 + Duration::from_secs(1)
+    }
+}
+
+fn addr_list(value: &Value) -> Result<Vec<String>, String> {
+    let text = value.string()?;
+    let list: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for a in &list {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "expected host:port addresses separated by commas, got {a:?}"
+            ));
+        }
+    }
+    Ok(list)
+}
+
+impl Settings for Config {
+    const KEYS: &'static [&'static str] = &[
+        "server.host",
+        "server.port",
+        "data.dir",
+        "consul.addr",
+        "consul.token",
+        "consul.advertise",
+        "consul.check_interval",
+        "log.level",
+        "auth.public_key",
+        "auth.algorithm",
+        "auth.issuer",
+        "auth.audience",
+        "auth.leeway",
+        "auth.service_token",
+        "upstream.user_addrs",
+        "upstream.product_addrs",
+        "upstream.timeout",
+        "upstream.policy",
+        "recovery.interval",
+    ];
+
+    fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
+        if self.common.set(key, value)? || self.tokens.set(key, value)? {
+            return Ok(());
+        }
+        match key {
+            "auth.service_token" => self.service_token = Some(value.path()?),
+            "upstream.user_addrs" => self.user_addrs = addr_list(value)?,
+            "upstream.product_addrs" => self.product_addrs = addr_list(value)?,
+            "upstream.timeout" => self.timeout = value.duration()?,
+            "upstream.policy" => {
+                let text = value.string()?;
+                self.policy = Policy::parse(&text)
+                    .ok_or_else(|| format!("expected round_robin or p2c, got {text:?}"))?;
+            }
+            "recovery.interval" => self.recovery_interval = value.duration()?,
+            other => return Err(format!("no such key {other}")),
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.common.validate()?;
+        self.tokens.validate()?;
+        let fail = |k: &str, p: &str| Err((k.to_owned(), p.to_owned()));
+        if self.common.consul.is_empty() && self.user_addrs.is_empty() {
+            return fail(
+                "upstream.user_addrs",
+                "is empty and consul.addr is empty: no way to find the user service",
+            );
+        }
+        if self.common.consul.is_empty() && self.product_addrs.is_empty() {
+            return fail(
+                "upstream.product_addrs",
+                "is empty and consul.addr is empty: no way to find the product service",
+            );
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(60) {
+            return fail("upstream.timeout", "expected between 100ms and 60s");
+        }
+        if self.recovery_interval < Duration::from_secs(1)
+            || self.recovery_interval > Duration::from_secs(3600)
+        {
+            return fail("recovery.interval", "expected between 1s and 1h");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_include_every_shared_key() {
+        for key in Common::KEYS.iter().chain(TokenCheck::KEYS) {
+            assert!(Config::KEYS.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn upstreams_need_consul_or_addresses() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.common.consul.clear();
+        assert_eq!(c.validate().unwrap_err().0, "upstream.user_addrs");
+        c.set(
+            "upstream.user_addrs",
+            &Value::Text("127.0.0.1:5001, 127.0.0.1:5011".into()),
+        )
+        .unwrap();
+        c.set("upstream.product_addrs", &Value::Text("127.0.0.1:5003".into()))
+            .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.user_addrs.len(), 2);
+        assert!(c.set("upstream.user_addrs", &Value::Text("nope".into())).is_err());
+    }
+}

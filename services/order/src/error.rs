@@ -1,0 +1,90 @@
+//! The order service's errors, and the one place that decides which gRPC status a client sees
+//! for each of them.
+
+use shop_kit::db::DbError;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field breaks a rule; the message names the field.
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("order {0} not found")]
+    NotFound(i64),
+    /// A move or a state the order cannot take (illegal status move, reused idempotency key...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The first request with an idempotency key is still being processed.
+    #[error("{0}")]
+    InProgress(String),
+    #[error(transparent)]
+    Unauthenticated(#[from] shop_auth::AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Another service answered with a status the client should see as it is (not enough
+    /// stock, unknown product).
+    #[error("{}", .0.message())]
+    Upstream(Status),
+    /// Another service could not be reached or did not answer in time.
+    #[error("{service} is unavailable: {detail}")]
+    Unavailable { service: &'static str, detail: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
+        Error::Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    /// Classifies an answer from another service: business refusals pass through, everything
+    /// else means the service is unavailable.
+    pub fn from_upstream(service: &'static str, status: Status) -> Error {
+        match status.code() {
+            Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument => Error::Upstream(status),
+            Code::Unauthenticated | Code::PermissionDenied => Error::Upstream(status),
+            _ => Error::Unavailable {
+                service,
+                detail: status.message().to_owned(),
+            },
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        match e {
+            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::Conflict(_) => Status::failed_precondition(e.to_string()),
+            Error::InProgress(_) => Status::aborted(e.to_string()),
+            Error::Unauthenticated(a) => a.into(),
+            Error::Forbidden(_) => Status::permission_denied(e.to_string()),
+            Error::Upstream(s) => Status::new(s.code(), s.message()),
+            Error::Unavailable { .. } => Status::unavailable(e.to_string()),
+            Error::Db(ref db) if db.is_busy() => {
+                tracing::warn!(error = %db, "database busy beyond the timeout");
+                Status::unavailable("the order database is busy; retry shortly")
+            }
+            Error::Db(db) => {
+                tracing::error!(error = %db, "database error");
+                Status::internal("internal error")
+            }
+            Error::Internal(msg) => {
+                tracing::error!(error = %msg, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

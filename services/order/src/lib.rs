@@ -1,0 +1,138 @@
+//! The shop's order service: orders priced by the shop, backed by stock reserved in the product
+//! service, never duplicated by a retry, never lost once acknowledged, and cancellable with the
+//! stock returned exactly once, whatever crashes in between.
+//!
+//! `main` is thin; [`run`] is the whole server. Modules: [`config`], [`domain`] (status machine,
+//! order rules, pricing), [`store`] (all SQL, and the write order that makes crashes
+//! repairable), [`upstream`] (user and product calls through discovery, with deadlines),
+//! [`grpc`] (the flows, and the recovery pass), [`error`] (the one mapping to gRPC status).
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod store;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use shop_discovery::watch::{self, Endpoints, WatchConfig};
+use shop_discovery::{Balancer, ConsulClient};
+use shop_kit::db::{Db, DbError};
+use shop_kit::serve;
+use shop_proto::order::v1::order_service_server::OrderServiceServer;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// The name this service registers under and prints in its ready line.
+pub const SERVICE_NAME: &str = "order-service";
+
+/// SQLite connections per process.
+const DB_POOL_SIZE: usize = 4;
+
+/// Largest request accepted, decoded: 50 lines and an address are a few KiB.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("token verification key: {0}")]
+    Verifier(#[from] shop_auth::KeyError),
+    #[error(
+        "cannot read the service token {path}: {source}; create it with \
+         `user-service issue-service-token --service order-service --out {path}`"
+    )]
+    ServiceToken {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("consul: {0}")]
+    Consul(#[from] shop_discovery::consul::ConsulError),
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
+}
+
+fn endpoints(config: &Config, service: &str, fixed: &[String]) -> Result<Endpoints, RunError> {
+    if !fixed.is_empty() {
+        return Ok(watch::fixed(service, fixed));
+    }
+    let client = ConsulClient::new(&config.common.consul, config.common.consul_token.clone())?;
+    Ok(watch::consul(client, WatchConfig::new(service)))
+}
+
+/// Opens the database, starts watching the user and product services, repairs interrupted
+/// orders, and serves until `shutdown` resolves and calls in flight have finished.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let token_path = config.service_token_path();
+    let token = std::fs::read_to_string(&token_path).map_err(|source| RunError::ServiceToken {
+        path: token_path.display().to_string(),
+        source,
+    })?;
+    let verifier = config.tokens.verifier(&config.common)?;
+    let db = {
+        let path = config.db_path();
+        tokio::task::spawn_blocking(move || Db::open(&path, store::MIGRATIONS, DB_POOL_SIZE))
+            .await
+            .map_err(|e| RunError::Setup(format!("start-up task failed: {e}")))??
+    };
+    let up = upstream::Upstreams {
+        users: Balancer::new(
+            upstream::USER_SERVICE,
+            config.policy,
+            endpoints(&config, upstream::USER_SERVICE, &config.user_addrs)?,
+        ),
+        products: Balancer::new(
+            upstream::PRODUCT_SERVICE,
+            config.policy,
+            endpoints(&config, upstream::PRODUCT_SERVICE, &config.product_addrs)?,
+        ),
+        timeout: config.timeout,
+        service_bearer: format!("Bearer {}", token.trim()),
+    };
+    let api = Arc::new(grpc::OrderApi {
+        db,
+        verifier: Arc::new(verifier),
+        up: Arc::new(up),
+    });
+
+    let recovery = {
+        let (api, grace, every) = (
+            Arc::clone(&api),
+            config.recovery_grace(),
+            config.recovery_interval,
+        );
+        tokio::spawn(async move {
+            loop {
+                match api.recover_once(grace).await {
+                    Ok((0, 0)) => {}
+                    Ok((stuck, unreleased)) => tracing::info!(stuck, unreleased, "recovery pass"),
+                    Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+
+    tracing::info!(db = %config.db_path().display(), "database open");
+    let service = OrderServiceServer::from_arc(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let who = serve::Identity {
+        name: SERVICE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        common: &config.common,
+        descriptors: &[shop_proto::FILE_DESCRIPTOR_SET],
+    };
+    let served = serve::grpc(who, service, listener, shutdown).await;
+    recovery.abort();
+    served?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `order-service`: starts the order service.
+//!
+//! ```text
+//! order-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
+//!               [--set key=value]... [--check]
+//! ```
+
+use std::process::ExitCode;
+
+use order_service::{Config, SERVICE_NAME};
+use shop_kit::config;
+
+const USAGE: &str = "\
+usage: order-service [SETTINGS] [--check]
+
+Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
+  --config FILE      TOML settings file (or SHOP_CONFIG)
+  --host IP          server.host      (default 127.0.0.1)
+  --port N           server.port      (default 5002; 0 picks a free port)
+  --data-dir DIR     data.dir         (default .run/data; order.db and keys/ live here)
+  --consul URL       consul.addr      (default http://127.0.0.1:8500; finds the user and product
+                                       services there unless upstream.*_addrs are set)
+  --log LEVEL        log.level        (default info)
+  --set KEY=VALUE    any other key, e.g. --set upstream.product_addrs=127.0.0.1:5003
+  --check            validate the settings and exit
+
+The service token (auth.service_token, default <data.dir>/keys/order-service.token) comes from
+`user-service issue-service-token --service order-service --out FILE`.";
+
+fn main() -> ExitCode {
+    let flags = match config::parse_flags(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if flags.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config: Config = match config::load(&flags, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid settings: {e}")),
+    };
+    if flags.check {
+        println!("settings are valid");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(extra) = flags.rest.first() {
+        return fail(&format!("unknown argument {extra:?}\n\n{USAGE}"));
+    }
+    if let Err(e) = shop_kit::telemetry::init(&config.common.log_level) {
+        return fail(&e);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {}:{}: {e}",
+                    config.common.host, config.common.port
+                )
+            })?;
+        order_service::run(config, listener, shop_kit::serve::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("{SERVICE_NAME}: {message}");
+    ExitCode::FAILURE
+}
