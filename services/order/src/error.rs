@@ -47,6 +47,15 @@ impl Error {
     pub fn from_upstream(service: &'static str, status: Status) -> Error {
         match status.code() {
             Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument => Error::Upstream(status),
+            // The product service is called with our own service token: a refusal there is our
+            // configuration's fault, not the customer's.
+            Code::Unauthenticated | Code::PermissionDenied if service == crate::upstream::PRODUCT_SERVICE => {
+                Error::Internal(format!(
+                    "the product service refused the order service's service token ({}); re-issue it with \
+                     `user-service issue-service-token --service order-service`",
+                    status.message()
+                ))
+            }
             Code::Unauthenticated | Code::PermissionDenied => Error::Upstream(status),
             _ => Error::Unavailable {
                 service,
@@ -86,5 +95,39 @@ impl From<Error> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_answers_are_classified() {
+        let product = crate::upstream::PRODUCT_SERVICE;
+        let user = crate::upstream::USER_SERVICE;
+        assert!(matches!(
+            Error::from_upstream(product, Status::failed_precondition("stock")),
+            Error::Upstream(_)
+        ));
+        assert!(matches!(
+            Error::from_upstream(product, Status::unavailable("gone")),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            Error::from_upstream(product, Status::deadline_exceeded("slow")),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            Error::from_upstream(product, Status::permission_denied("no")),
+            Error::Internal(_)
+        ));
+        assert!(matches!(
+            Error::from_upstream(user, Status::unauthenticated("expired")),
+            Error::Upstream(_)
+        ));
+        let shown = Status::from(Error::from_upstream(product, Status::unavailable("gone")));
+        assert_eq!(shown.code(), Code::Unavailable);
+        assert_eq!(shown.message(), "product-service is unavailable: gone");
     }
 }
