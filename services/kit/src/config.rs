@@ -322,6 +322,62 @@ fn apply_file<S: Settings>(settings: &mut S, path: &Path) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// A service's full key list: the shared [`Common`] and [`TokenCheck`] keys followed by its own,
+/// so no service can forget one.
+///
+/// ```
+/// const KEYS: &[&str] = shop_kit::settings_keys!("auth.token_ttl");
+/// assert!(KEYS.contains(&"server.port") && KEYS.contains(&"auth.token_ttl"));
+/// ```
+#[macro_export]
+macro_rules! settings_keys {
+    ($($own:literal),* $(,)?) => {
+        &[
+            "server.host",
+            "server.port",
+            "data.dir",
+            "consul.addr",
+            "consul.token",
+            "consul.advertise",
+            "consul.check_interval",
+            "log.level",
+            "auth.public_key",
+            "auth.algorithm",
+            "auth.issuer",
+            "auth.audience",
+            "auth.leeway",
+            $($own),*
+        ]
+    };
+}
+
+/// The start of every service binary: reads the flags, answers `--help`, loads and checks the
+/// settings, answers `--check`, and installs the logs. `Err` carries the exit code after the
+/// message was printed (success for `--help` and `--check`).
+pub fn start<S: Settings>(
+    name: &str,
+    usage: &str,
+    log_level: impl Fn(&S) -> &str,
+) -> Result<(S, Flags), std::process::ExitCode> {
+    let fail = |message: String| {
+        eprintln!("{name}: {message}");
+        std::process::ExitCode::FAILURE
+    };
+    let flags = parse_flags(std::env::args().skip(1)).map_err(|e| fail(e.to_string()))?;
+    if flags.help {
+        println!("{usage}");
+        return Err(std::process::ExitCode::SUCCESS);
+    }
+    let settings: S =
+        load(&flags, |k| std::env::var(k).ok()).map_err(|e| fail(format!("invalid settings: {e}")))?;
+    if flags.check {
+        println!("settings are valid");
+        return Err(std::process::ExitCode::SUCCESS);
+    }
+    crate::telemetry::init(log_level(&settings)).map_err(fail)?;
+    Ok((settings, flags))
+}
+
 /// The settings every service has: where it listens, where its data lives, Consul and logs.
 /// A service's [`Settings`] embeds it and lists [`Common::KEYS`] among its own keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +407,9 @@ impl Common {
         "server.port",
         "data.dir",
         "consul.addr",
+        "consul.token",
+        "consul.advertise",
+        "consul.check_interval",
         "log.level",
     ];
 
@@ -641,6 +700,14 @@ mod tests {
             vec![("--data-dir".into(), "data.dir".into(), "/d".into())]
         );
         assert!(parse_flags(["--port".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn the_key_macro_lists_exactly_the_shared_keys_first() {
+        let keys: &[&str] = crate::settings_keys!("own.key");
+        let shared: Vec<&str> = Common::KEYS.iter().chain(TokenCheck::KEYS).copied().collect();
+        assert_eq!(&keys[..shared.len()], shared.as_slice());
+        assert_eq!(keys[shared.len()..], ["own.key"]);
     }
 
     #[test]

@@ -83,27 +83,14 @@ fn addr_list(value: &Value) -> Result<Vec<String>, String> {
 }
 
 impl Settings for Config {
-    const KEYS: &'static [&'static str] = &[
-        "server.host",
-        "server.port",
-        "data.dir",
-        "consul.addr",
-        "consul.token",
-        "consul.advertise",
-        "consul.check_interval",
-        "log.level",
-        "auth.public_key",
-        "auth.algorithm",
-        "auth.issuer",
-        "auth.audience",
-        "auth.leeway",
+    const KEYS: &'static [&'static str] = shop_kit::settings_keys!(
         "auth.service_token",
         "upstream.user_addrs",
         "upstream.product_addrs",
         "upstream.timeout",
         "upstream.policy",
-        "recovery.interval",
-    ];
+        "recovery.interval"
+    );
 
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         if self.common.set(key, value)? || self.tokens.set(key, value)? {

@@ -28,27 +28,13 @@ The service token (auth.service_token, default <data.dir>/keys/order-service.tok
 `user-service issue-service-token --service order-service --out FILE`.";
 
 fn main() -> ExitCode {
-    let flags = match config::parse_flags(std::env::args().skip(1)) {
-        Ok(f) => f,
-        Err(e) => return fail(&e.to_string()),
-    };
-    if flags.help {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let config: Config = match config::load(&flags, |k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid settings: {e}")),
-    };
-    if flags.check {
-        println!("settings are valid");
-        return ExitCode::SUCCESS;
-    }
+    let (config, flags): (Config, _) =
+        match config::start(SERVICE_NAME, USAGE, |c: &Config| &c.common.log_level) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     if let Some(extra) = flags.rest.first() {
         return fail(&format!("unknown argument {extra:?}\n\n{USAGE}"));
-    }
-    if let Err(e) = shop_kit::telemetry::init(&config.common.log_level) {
-        return fail(&e);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -30,21 +30,7 @@ impl Config {
 }
 
 impl Settings for Config {
-    const KEYS: &'static [&'static str] = &[
-        "server.host",
-        "server.port",
-        "data.dir",
-        "consul.addr",
-        "consul.token",
-        "consul.advertise",
-        "consul.check_interval",
-        "log.level",
-        "auth.public_key",
-        "auth.algorithm",
-        "auth.issuer",
-        "auth.audience",
-        "auth.leeway",
-    ];
+    const KEYS: &'static [&'static str] = shop_kit::settings_keys!();
 
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         if self.common.set(key, value)? || self.tokens.set(key, value)? {

@@ -28,25 +28,11 @@ Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --check            validate the settings and exit";
 
 fn main() -> ExitCode {
-    let flags = match config::parse_flags(std::env::args().skip(1)) {
-        Ok(f) => f,
-        Err(e) => return fail(&e.to_string()),
-    };
-    if flags.help {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let config: Config = match config::load(&flags, |k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid settings: {e}")),
-    };
-    if flags.check {
-        println!("settings are valid");
-        return ExitCode::SUCCESS;
-    }
-    if let Err(e) = shop_kit::telemetry::init(&config.common.log_level) {
-        return fail(&e);
-    }
+    let (config, flags): (Config, _) =
+        match config::start(SERVICE_NAME, USAGE, |c: &Config| &c.common.log_level) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     let result = match flags.rest.first().map(String::as_str) {
         None | Some("serve") => serve(config, &flags),
         Some("seed") => run_seed(&config),

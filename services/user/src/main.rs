@@ -37,25 +37,11 @@ service uses one for its inventory calls) with the same keys, and writes it to F
 or prints it.";
 
 fn main() -> ExitCode {
-    let flags = match config::parse_flags(std::env::args().skip(1)) {
-        Ok(f) => f,
-        Err(e) => return fail(&e.to_string()),
-    };
-    if flags.help {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let config: Config = match config::load(&flags, |k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid settings: {e}")),
-    };
-    if flags.check {
-        println!("settings are valid");
-        return ExitCode::SUCCESS;
-    }
-    if let Err(e) = shop_kit::telemetry::init(&config.common.log_level) {
-        return fail(&e);
-    }
+    let (config, flags): (Config, Flags) =
+        match config::start(SERVICE_NAME, USAGE, |c: &Config| &c.common.log_level) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
