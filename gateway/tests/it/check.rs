@@ -1,0 +1,194 @@
+//! `gateway check`: the default gateway.toml is valid, and each kind of mistake is reported
+//! with the file, the route or table, the key and what is wrong, all of them at once.
+
+use shop_testkit::{Launch, Scratch};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+fn default_file() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml")).unwrap()
+}
+
+/// Runs `gateway check` on `text` written to a scratch file; returns (ok, stdout + stderr).
+fn check(scratch: &Scratch, text: &str) -> (bool, String) {
+    let path = scratch.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let (status, out, err) = Launch::new(BIN, "check", scratch.path())
+        .arg("check")
+        .arg("--config")
+        .arg(path.to_str().unwrap())
+        .run(None);
+    (status.success(), format!("{out}{err}"))
+}
+
+#[track_caller]
+fn refused(scratch: &Scratch, text: &str, wants: &[&str]) {
+    let (ok, out) = check(scratch, text);
+    assert!(!ok, "should be refused:\n{out}");
+    assert!(out.contains("gateway.toml"), "names the file:\n{out}");
+    for want in wants {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn the_default_file_serves_the_whole_rest_table() {
+    let scratch = Scratch::new("check-default");
+    let (ok, out) = check(&scratch, &default_file());
+    assert!(ok, "{out}");
+    assert!(out.contains("15 routes, 3 upstreams"), "{out}");
+    let text = default_file();
+    for (method, path) in [
+        ("POST", "/api/users"),
+        ("POST", "/api/users/login"),
+        ("GET", "/api/users/{id}"),
+        ("PUT", "/api/users/{id}"),
+        ("DELETE", "/api/users/{id}"),
+        ("POST", "/api/products"),
+        ("GET", "/api/products"),
+        ("GET", "/api/products/{id}"),
+        ("PUT", "/api/products/{id}"),
+        ("DELETE", "/api/products/{id}"),
+        ("POST", "/api/orders"),
+        ("GET", "/api/orders/{id}"),
+        ("GET", "/api/orders/user/{user_id}"),
+        ("PUT", "/api/orders/{id}/status"),
+        ("DELETE", "/api/orders/{id}"),
+    ] {
+        let needle = format!("method = \"{method}\"\npath = \"{path}\"\n");
+        assert!(
+            text.contains(&needle),
+            "the design page's {method} {path} is routed"
+        );
+    }
+}
+
+#[test]
+fn a_typo_in_a_key() {
+    let scratch = Scratch::new("check-typo");
+    let text = default_file().replacen("method = \"GET\"", "methd = \"GET\"", 1);
+    refused(&scratch, &text, &["unknown field `methd`", "line"]);
+    let text = default_file().replacen("[upstream.users]\nservice", "[upstream.users]\nservise", 1);
+    refused(&scratch, &text, &["unknown field `servise`"]);
+}
+
+#[test]
+fn a_route_to_an_rpc_that_does_not_exist() {
+    let scratch = Scratch::new("check-rpc");
+    let text = default_file().replacen("UserService/Register", "UserService/Regster", 1);
+    refused(
+        &scratch,
+        &text,
+        &[
+            "route \"register\": rpc: shop.user.v1.UserService has no method \"Regster\"",
+            "Register, Login",
+        ],
+    );
+    let text = default_file().replacen(
+        "shop.user.v1.UserService/Login",
+        "shop.users.v1.UserService/Login",
+        1,
+    );
+    refused(
+        &scratch,
+        &text,
+        &["route \"login\": rpc: no service \"shop.users.v1.UserService\""],
+    );
+}
+
+#[test]
+fn a_path_parameter_that_matches_no_field() {
+    let scratch = Scratch::new("check-param");
+    let text = default_file().replacen("path = \"/api/users/{id}\"", "path = \"/api/users/{uid}\"", 1);
+    refused(
+        &scratch,
+        &text,
+        &["route \"get-user\": path: {uid} matches no field of shop.user.v1.GetUserRequest (fields: id)"],
+    );
+}
+
+#[test]
+fn routes_that_collide_or_are_ambiguous() {
+    let scratch = Scratch::new("check-collide");
+    let text = default_file().replacen("path = \"/api/orders/{id}\"", "path = \"/api/orders/{order}\"", 1);
+    // GET /api/orders/{order} now also needs a field "order", and collides with nothing...
+    let twin = format!(
+        "{}\n[[route]]\nname = \"get-order-again\"\nmethod = \"GET\"\npath = \"/api/orders/{{id}}\"\nupstream = \"orders\"\nrpc = \"shop.order.v1.OrderService/GetOrder\"\n",
+        default_file()
+    );
+    refused(
+        &scratch,
+        &twin,
+        &["route \"get-order\": path: collides with route \"get-order-again\""],
+    );
+    refused(&scratch, &text, &["{order} matches no field"]);
+}
+
+#[test]
+fn an_undefined_policy_or_upstream() {
+    let scratch = Scratch::new("check-policy");
+    let text = default_file()
+        .replacen("limit = \"login\"", "limit = \"logins\"", 1)
+        .replacen("breaker = \"default\"", "breaker = \"strict\"", 1)
+        .replacen("upstream = \"products\"", "upstream = \"catalog\"", 1);
+    refused(
+        &scratch,
+        &text,
+        &[
+            "route \"login\": limit: no [limit.logins] is defined",
+            "route \"register\": breaker: no [breaker.strict] is defined",
+            "route \"create-product\": upstream: no [upstream.catalog] is defined",
+            "3 problems",
+        ],
+    );
+}
+
+#[test]
+fn bad_values_are_named() {
+    let scratch = Scratch::new("check-values");
+    let text = default_file()
+        .replacen("timeout = \"3s\"", "timeout = \"3 seconds\"", 1)
+        .replacen("status = 201", "status = 202", 1)
+        .replacen("auth = \"public\"", "auth = \"anyone\"", 1)
+        .replacen("address = \"127.0.0.1:8080\"", "address = \"localhost\"", 1)
+        .replacen("key = \"ip\"", "key = \"mac\"", 1);
+    refused(
+        &scratch,
+        &text,
+        &[
+            "upstream \"users\": timeout: expected a duration",
+            "route \"register\": status: expected 200, 201 or 204, got 202",
+            "route \"register\": auth: expected public, user or admin",
+            "listener 1: address: expected ip:port",
+            "limit \"login\": key: expected ip, user, route or global",
+        ],
+    );
+}
+
+#[test]
+fn a_new_service_needs_only_its_proto_file() {
+    let scratch = Scratch::new("check-new-rpc");
+    std::fs::create_dir_all(scratch.join("protos/shop/review/v1")).unwrap();
+    std::fs::write(
+        scratch.join("protos/shop/review/v1/review.proto"),
+        "syntax = \"proto3\";\npackage shop.review.v1;\nservice ReviewService {\n  rpc GetReview(GetReviewRequest) returns (Review);\n}\nmessage GetReviewRequest { int64 id = 1; }\nmessage Review { int64 id = 1; string text = 2; }\n",
+    )
+    .unwrap();
+    let text = default_file().replacen(
+        "source = \"builtin\"",
+        "source = \"files\"\nfiles = [\"protos/shop/review/v1/review.proto\"]\nincludes = [\"protos\"]",
+        1,
+    );
+    // The shop's own routes now fail (their RPCs are not in the files), the new one resolves.
+    let with_review = format!(
+        "{}\n[upstream.reviews]\naddresses = [\"127.0.0.1:5010\"]\n\n[[route]]\nname = \"get-review\"\nmethod = \"GET\"\npath = \"/api/reviews/{{id}}\"\nupstream = \"reviews\"\nrpc = \"shop.review.v1.ReviewService/GetReview\"\nauth = \"public\"\n",
+        text
+    );
+    let (ok, out) = check(&scratch, &with_review);
+    assert!(!ok);
+    assert!(
+        !out.contains("get-review"),
+        "the new route resolves from the .proto file:\n{out}"
+    );
+    assert!(out.contains("no service \"shop.user.v1.UserService\""), "{out}");
+}
