@@ -199,14 +199,22 @@ impl Db {
         let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut conn = inner
+            let conn = inner
                 .idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pop()
                 .ok_or_else(|| DbError::Task("no idle connection behind a permit".to_owned()))?;
-            let out = span.in_scope(|| f(&mut conn));
-            inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            // Back to the pool however `f` ends, a panic included: a lost connection would leave
+            // a permit with nothing behind it, failing every later call that drew it.
+            let mut conn = Lent {
+                conn: Some(conn),
+                pool: &inner,
+            };
+            let out = match conn.conn.as_mut() {
+                Some(c) => span.in_scope(|| f(c)),
+                None => return Err(DbError::Task("connection vanished".to_owned())),
+            };
             Ok::<_, DbError>(out)
         })
         .await;
@@ -214,6 +222,20 @@ impl Db {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => Err(E::from(e)),
             Err(e) => Err(E::from(DbError::Task(e.to_string()))),
+        }
+    }
+}
+
+/// A pooled connection on loan; returned to the pool when dropped.
+struct Lent<'a> {
+    conn: Option<Connection>,
+    pool: &'a Inner,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         }
     }
 }
@@ -311,6 +333,22 @@ mod tests {
             })
             .unwrap();
         assert_eq!(tables, 0, "the half-applied step was rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_gives_its_connection_back() {
+        let path = scratch("panic.db");
+        let db = Db::open(&path, &[V1], 1).unwrap();
+        let panicked = db
+            .call(|_conn| -> Result<(), DbError> { panic!("a bug in a closure") })
+            .await;
+        assert!(matches!(panicked, Err(DbError::Task(_))));
+        // The single connection is back: the next call works.
+        let n: i64 = db
+            .call(|conn| Ok::<_, DbError>(conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
