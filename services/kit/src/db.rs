@@ -73,6 +73,21 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// What a client sees for a storage failure, the same in every service: a database locked
+    /// past the busy timeout is UNAVAILABLE (retry shortly); anything else is INTERNAL, with the
+    /// details in the log and none in the answer.
+    pub fn into_status(self, database: &str) -> tonic::Status {
+        if self.is_busy() {
+            tracing::warn!(error = %self, "database busy beyond the timeout");
+            tonic::Status::unavailable(format!("the {database} database is busy; retry shortly"))
+        } else {
+            tracing::error!(error = %self, "database error");
+            tonic::Status::internal("internal error")
+        }
+    }
+}
+
 /// Opens one connection with the shop's settings.
 pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -337,6 +352,19 @@ mod tests {
             })
             .unwrap();
         assert_eq!(tables, 0, "the half-applied step was rolled back");
+    }
+
+    #[test]
+    fn storage_failures_map_to_one_status_everywhere() {
+        let busy = DbError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(5), None));
+        let status = busy.into_status("user");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "the user database is busy; retry shortly");
+        let other = DbError::Task("boom: /secret/path".to_owned()).into_status("user");
+        assert_eq!(
+            (other.code(), other.message()),
+            (tonic::Code::Internal, "internal error")
+        );
     }
 
     #[tokio::test]

@@ -82,14 +82,7 @@ impl From<Error> for Status {
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::Upstream(s) => Status::new(s.code(), s.message()),
             Error::Unavailable { .. } => Status::unavailable(e.to_string()),
-            Error::Db(ref db) if db.is_busy() => {
-                tracing::warn!(error = %db, "database busy beyond the timeout");
-                Status::unavailable("the order database is busy; retry shortly")
-            }
-            Error::Db(db) => {
-                tracing::error!(error = %db, "database error");
-                Status::internal("internal error")
-            }
+            Error::Db(db) => db.into_status("order"),
             Error::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
                 Status::internal("internal error")

@@ -55,14 +55,7 @@ impl From<Error> for Status {
             Error::OutOfStock { .. } | Error::Reservation(_) => Status::failed_precondition(e.to_string()),
             Error::Unauthenticated(a) => a.into(),
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
-            Error::Db(ref db) if db.is_busy() => {
-                tracing::warn!(error = %db, "database busy beyond the timeout");
-                Status::unavailable("the product database is busy; retry shortly")
-            }
-            Error::Db(db) => {
-                tracing::error!(error = %db, "database error");
-                Status::internal("internal error")
-            }
+            Error::Db(db) => db.into_status("product"),
         }
     }
 }

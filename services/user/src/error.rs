@@ -51,14 +51,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(a) => a.into(),
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::NotFound => Status::not_found(e.to_string()),
-            Error::Db(ref db) if db.is_busy() => {
-                tracing::warn!(error = %db, "database busy beyond the timeout");
-                Status::unavailable("the user database is busy; retry shortly")
-            }
-            Error::Db(db) => {
-                tracing::error!(error = %db, "database error");
-                Status::internal("internal error")
-            }
+            Error::Db(db) => db.into_status("user"),
             Error::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
                 Status::internal("internal error")
