@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, reason = "test support: a panic is a clear test failure")]
 
 pub mod consul;
+pub mod grpc;
 pub mod tokens;
 
 use std::fs::File;

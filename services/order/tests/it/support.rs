@@ -11,8 +11,10 @@ use shop_proto::user::v1 as user;
 use shop_proto::user::v1::user_service_client::UserServiceClient;
 use shop_testkit::consul::ConsulAgent;
 use shop_testkit::{Launch, Process, Scratch, sibling_binary};
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+
+pub use shop_testkit::grpc::{assert_status, with_token};
 
 pub const ORDER_BIN: &str = env!("CARGO_BIN_EXE_order-service");
 pub const ADMIN_PASSWORD: &str = "root-password-1";
@@ -214,13 +216,6 @@ pub async fn login(users: &mut UserServiceClient<Channel>, name: &str, password:
         .access_token
 }
 
-pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
-
 pub fn order_req(items: &[(i64, i64)], token: &str, key: Option<&str>) -> Request<pb::CreateOrderRequest> {
     let mut req = with_token(
         pb::CreateOrderRequest {
@@ -250,19 +245,4 @@ pub fn status_req(id: i64, status: &str, token: &str) -> Request<pb::UpdateOrder
         },
         token,
     )
-}
-
-#[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
-    match result {
-        Ok(v) => panic!("expected {code:?} mentioning {needle:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "status {s:?}");
-            assert!(
-                s.message().contains(needle),
-                "{:?} should mention {needle:?}",
-                s.message()
-            );
-        }
-    }
 }

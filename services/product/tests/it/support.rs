@@ -4,8 +4,10 @@ use shop_proto::product::v1 as pb;
 use shop_proto::product::v1::product_service_client::ProductServiceClient;
 use shop_testkit::tokens::TokenMint;
 use shop_testkit::{Launch, Process, Scratch};
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+
+pub use shop_testkit::grpc::{assert_status, with_token};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_product-service");
 
@@ -78,13 +80,6 @@ impl Harness {
     }
 }
 
-pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
-
 pub fn new_product(name: &str, price_cents: i64, stock: i64, category: &str) -> pb::CreateProductRequest {
     pb::CreateProductRequest {
         name: name.to_owned(),
@@ -133,19 +128,4 @@ pub fn reserve_req(order_id: i64, items: &[(i64, i64)], token: &str) -> Request<
         },
         token,
     )
-}
-
-#[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
-    match result {
-        Ok(v) => panic!("expected {code:?} mentioning {needle:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "status {s:?}");
-            assert!(
-                s.message().contains(needle),
-                "{:?} should mention {needle:?}",
-                s.message()
-            );
-        }
-    }
 }

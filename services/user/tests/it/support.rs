@@ -4,8 +4,10 @@ use shop_auth::{TokenRules, Verifier};
 use shop_proto::user::v1 as pb;
 use shop_proto::user::v1::user_service_client::UserServiceClient;
 use shop_testkit::{Launch, Process, Scratch};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+
+pub use shop_testkit::grpc::{assert_status, with_token};
 
 pub const ADMIN: &str = "root";
 pub const ADMIN_PASSWORD: &str = "root-password-1";
@@ -71,13 +73,6 @@ pub fn password_of(username: &str) -> String {
     format!("pw-{username}-secret")
 }
 
-pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
-
 pub async fn register(client: &mut UserServiceClient<Channel>, username: &str) -> pb::User {
     client
         .register(pb::RegisterRequest {
@@ -118,20 +113,4 @@ pub async fn admin_token(client: &mut UserServiceClient<Channel>) -> String {
         .await
         .unwrap()
         .access_token
-}
-
-/// Asserts the status code and that the message mentions `needle`.
-#[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
-    match result {
-        Ok(v) => panic!("expected {code:?} mentioning {needle:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "status {s:?}");
-            assert!(
-                s.message().contains(needle),
-                "{:?} should mention {needle:?}",
-                s.message()
-            );
-        }
-    }
 }
