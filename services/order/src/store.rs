@@ -66,7 +66,8 @@ pub struct Keyed {
     pub failure: Option<String>,
 }
 
-fn keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Result<Option<Keyed>, Error> {
+/// The earlier order created with this key within the window, if any.
+pub fn find_keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Result<Option<Keyed>, Error> {
     Ok(conn
         .query_row(
             "SELECT id, fingerprint, status, failure FROM orders
@@ -82,11 +83,6 @@ fn keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Result<Optio
             },
         )
         .optional()?)
-}
-
-/// The earlier order created with this key within the window, if any.
-pub fn find_keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Result<Option<Keyed>, Error> {
-    keyed(conn, user_id, key, since)
 }
 
 /// A new order row, or the one that already holds the key.
@@ -114,7 +110,7 @@ pub fn insert_reserving(
 ) -> Result<Inserted, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(key) = key {
-        if let Some(existing) = keyed(&tx, user_id, key, since)? {
+        if let Some(existing) = find_keyed(&tx, user_id, key, since)? {
             return Ok(Inserted::Existing(existing));
         }
         // A key older than the window may be used again.

@@ -44,15 +44,3 @@ impl Settings for Config {
         self.tokens.validate()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_include_every_shared_key() {
-        for key in Common::KEYS.iter().chain(TokenCheck::KEYS) {
-            assert!(Config::KEYS.contains(key), "{key}");
-        }
-    }
-}

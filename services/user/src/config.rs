@@ -75,15 +75,3 @@ impl Settings for Config {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_include_every_shared_key() {
-        for key in Common::KEYS.iter().chain(TokenCheck::KEYS) {
-            assert!(Config::KEYS.contains(key), "{key}");
-        }
-    }
-}

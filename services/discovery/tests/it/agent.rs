@@ -169,13 +169,11 @@ async fn an_agent_restart_is_survived_by_watchers_and_registrations() {
     })
     .await;
     ttl_instance(&agent, "a", "svc", 7001, &[]);
-    let back = Instant::now();
+    // Within seconds, not the old index's full wait: the index was reset after the errors.
     until(&mut rx, Duration::from_secs(5), "a is back", |s| {
         s.fresh && ids(s) == ["a"]
     })
     .await;
-    // Seconds, not the old index's full wait: the index was reset after the errors.
-    assert!(back.elapsed() < Duration::from_secs(5));
 
     registrar.deregister().await;
     assert!(
