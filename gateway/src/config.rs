@@ -118,6 +118,8 @@ struct RawRoute {
 
 /// The largest request body accepted unless `gateway.max_body_bytes` says otherwise.
 pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
+/// Paths the gateway answers itself; no route may take them.
+pub const RESERVED_PATHS: [&str; 2] = ["/health", "/metrics"];
 /// The deadline of a call to an upstream unless the route or upstream says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -531,6 +533,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 &place,
                 "method",
                 format!("expected GET, POST, PUT, PATCH or DELETE, got {:?}", r.method),
+            );
+        }
+        if RESERVED_PATHS.contains(&r.path.as_str()) {
+            p.add(
+                &place,
+                "path",
+                format!("{} is the gateway's own endpoint", r.path),
             );
         }
         let template = match Template::parse(&r.path) {

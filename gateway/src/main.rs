@@ -1,16 +1,29 @@
-//! `gateway`: validates `gateway.toml` (`gateway check`); serving REST is not built yet.
+//! `gateway`: serves the REST API that `gateway.toml` describes, or validates the file.
 //!
 //! ```text
+//! gateway [--config PATH]          # serve (default ./gateway.toml); SIGTERM/SIGINT drain and stop
 //! gateway check [--config PATH]    # every problem in the file, or a summary; exit 1 on problems
-//! gateway [--config PATH]          # serve (not built yet: exits 2 and says so)
 //! ```
+//!
+//! Logs go to stderr; `RUST_LOG` sets the filter (default `info`; the access log's target is
+//! `access`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use shop_gateway::pipeline::Gateway;
 
 const USAGE: &str = "\
-usage: gateway check [--config PATH]   validate the file (default ./gateway.toml) and exit
-       gateway [--config PATH]         serve (not built yet)";
+usage: gateway [--config PATH]         serve the routes in PATH (default ./gateway.toml)
+       gateway check [--config PATH]   validate the file and exit (1 when it has problems)
+
+Logs go to stderr; RUST_LOG sets the filter (default: info).";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -55,10 +68,66 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "gateway: {} is valid, but serving REST is not built yet; the services answer gRPC directly \
-         (see README.md). `gateway check` validates the file.",
-        path.display()
-    );
-    ExitCode::from(2)
+
+    if let Err(e) = init_logs() {
+        eprintln!("gateway: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let gateway = match Gateway::new(config) {
+            Ok(g) => Arc::new(g),
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match shop_gateway::server::serve(gateway, stop_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logs() -> Result<(), String> {
+    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let filter = Targets::from_str(&directive).map_err(|e| format!("RUST_LOG {directive:?}: {e}"))?;
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(true);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the gateway");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

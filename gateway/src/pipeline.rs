@@ -1,0 +1,394 @@
+//! One request's way through the gateway: request id, the gateway's own endpoints, route match,
+//! auth policy, body (size-limited, JSON only), JSON to protobuf, the upstream call with its
+//! deadline and metadata, protobuf to JSON, gRPC status to HTTP status, and one access-log line.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
+
+use shop_auth::{Role, TokenRules, Verifier};
+
+use crate::config::{Access, Config, Route};
+use crate::reply::{self, Refusal, Reply};
+use crate::router::{Found, Router};
+use crate::transcode;
+use crate::upstream::{self, Call, Upstreams};
+
+/// The header that carries a request's id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Longest request id taken from a client; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+/// The header a client sends to make `POST /api/orders` safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A loaded configuration and everything built from it.
+pub struct Gateway {
+    config: Config,
+    router: Router,
+    grpc_paths: Vec<http::uri::PathAndQuery>,
+    upstreams: Upstreams,
+    verifier: Option<Verifier>,
+}
+
+/// What the access log says about a request besides method, path and status.
+#[derive(Default)]
+struct Trace {
+    route: Option<String>,
+    instance: Option<String>,
+}
+
+impl Gateway {
+    /// Builds the router, the balancers (starting their Consul watches on the current runtime)
+    /// and, when a route needs one, the token verifier.
+    pub fn new(config: Config) -> Result<Gateway, String> {
+        let router = Router::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.method.clone(), r.template.clone())),
+        );
+        let grpc_paths = config
+            .routes
+            .iter()
+            .map(|r| upstream::grpc_path(&r.rpc))
+            .collect::<Result<Vec<_>, _>>()?;
+        let needs_tokens = config.routes.iter().any(|r| r.access != Access::Public);
+        let verifier = if needs_tokens {
+            let rules = TokenRules {
+                issuer: config.auth.issuer.clone(),
+                audience: config.auth.audience.clone(),
+                leeway_secs: config.auth.leeway.as_secs(),
+            };
+            let v = Verifier::from_file("EdDSA", &config.auth.public_key, &rules).map_err(|e| {
+                format!(
+                    "{}: auth.public_key: {e} (the user service writes it on its first start)",
+                    config.path.display()
+                )
+            })?;
+            Some(v)
+        } else {
+            None
+        };
+        let upstreams = Upstreams::start(&config)?;
+        Ok(Gateway {
+            config,
+            router,
+            grpc_paths,
+            upstreams,
+            verifier,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Answers one request. Never fails: every problem becomes an error reply.
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Reply
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let request_id = request_id(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut trace = Trace::default();
+        let mut reply = match self.dispatch(req, &request_id, &mut trace).await {
+            Ok(r) => r,
+            Err(refusal) => {
+                if let Refusal::Upstream(status) = &refusal {
+                    tracing::debug!(request_id = %request_id, code = ?status.code(), message = status.message(), "upstream error");
+                }
+                refusal.reply()
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            reply.headers_mut().insert(REQUEST_ID, v);
+        }
+        tracing::info!(
+            target: "access",
+            method = %method,
+            path = %path,
+            route = trace.route.as_deref().unwrap_or("-"),
+            status = reply.status().as_u16(),
+            latency_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            upstream = trace.instance.as_deref().unwrap_or("-"),
+            request_id = %request_id,
+            peer = %peer,
+        );
+        reply
+    }
+
+    async fn dispatch<B>(
+        &self,
+        req: Request<B>,
+        request_id: &str,
+        trace: &mut Trace,
+    ) -> Result<Reply, Refusal>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        if path == "/health" {
+            return if req.method() == Method::GET || req.method() == Method::HEAD {
+                Ok(self.health())
+            } else {
+                Err(Refusal::MethodNotAllowed {
+                    method,
+                    path,
+                    allow: vec!["GET".into(), "HEAD".into()],
+                })
+            };
+        }
+        let (index, params) = match self.router.find(&method, &path) {
+            Found::Route(i, params) => (i, params),
+            Found::MethodNotAllowed(allow) => return Err(Refusal::MethodNotAllowed { method, path, allow }),
+            Found::NotFound => return Err(Refusal::NoRoute { method, path }),
+            Found::BadParam(name) => {
+                return Err(Refusal::BadRequest(format!(
+                    "path parameter {name} is not valid percent-encoded UTF-8"
+                )));
+            }
+        };
+        let route = &self.config.routes[index];
+        trace.route = Some(route.name.clone());
+
+        self.authorize(route, req.headers())?;
+        let metadata = metadata(req.headers(), request_id);
+        let query = req.uri().query().map(str::to_owned);
+        let body = self.read_body(req).await?;
+        let message =
+            transcode::request(route, &params, query.as_deref(), &body).map_err(Refusal::BadRequest)?;
+
+        let balancer = self
+            .upstreams
+            .get(&route.upstream)
+            .ok_or_else(|| Refusal::NoInstances {
+                upstream: route.upstream.clone(),
+            })?;
+        let call = Call {
+            path: self.grpc_paths[index].clone(),
+            output: route.rpc.output(),
+            message,
+            metadata,
+        };
+        let outcome = upstream::unary(balancer, call, route.timeout).await;
+        let Some(instance) = outcome.instance else {
+            // Nothing was picked: the balancer has no healthy instance.
+            return Err(Refusal::NoInstances {
+                upstream: route.upstream.clone(),
+            });
+        };
+        trace.instance = Some(instance);
+        match outcome.result {
+            Ok(msg) => success(route, &msg),
+            Err(status) => Err(upstream_refusal(route, status, request_id)),
+        }
+    }
+
+    /// `public` lets anyone through; `user` needs a valid token; `admin` an admin's token.
+    /// The token still goes to the service, which checks it again and decides ownership.
+    fn authorize(&self, route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
+        if route.access == Access::Public {
+            return Ok(());
+        }
+        let Some(verifier) = &self.verifier else {
+            return Err(Refusal::Upstream(Status::internal("no token verifier is loaded")));
+        };
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return Err(Refusal::Unauthenticated {
+                message: shop_auth::AuthError::Missing.to_string(),
+                invalid: false,
+            });
+        };
+        let who = value
+            .to_str()
+            .map_err(|_| shop_auth::AuthError::NotBearer)
+            .and_then(|v| verifier.verify_bearer(v))
+            .map_err(|e| Refusal::Unauthenticated {
+                message: e.client_message(),
+                invalid: true,
+            })?;
+        if route.access == Access::Admin && who.role != Role::Admin {
+            return Err(Refusal::Forbidden(format!(
+                "{} {} is for admins only",
+                route.method,
+                route.template.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The body, refused with 413 past `max_body_bytes` (by its declared length before reading
+    /// anything, or while reading), and with 415 when its `Content-Type` says it is something else
+    /// than JSON.
+    async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, Refusal>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.config.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(Refusal::TooLarge { limit });
+        }
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let text = ct.to_str().unwrap_or("");
+            let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            // `curl -d` labels JSON as a form unless told otherwise; the body is parsed as JSON
+            // either way, so that label is tolerated. Anything else is not JSON.
+            let json_ish = essence == "application/json"
+                || essence.ends_with("+json")
+                || essence == "application/x-www-form-urlencoded";
+            if !json_ish && declared != Some(0) {
+                return Err(Refusal::UnsupportedMediaType(format!("{text:?}")));
+            }
+        }
+        let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+        match Limited::new(req.into_body(), limit_usize).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge { limit }),
+            Err(e) => Err(Refusal::BadRequest(format!(
+                "the request body could not be read: {e}"
+            ))),
+        }
+    }
+
+    /// Liveness and readiness: answering at all means alive; 200 means every upstream has a
+    /// healthy instance, 503 that one has none (the body says which).
+    fn health(&self) -> Reply {
+        let counts = self.upstreams.counts();
+        let ready = counts.iter().all(|(_, n)| *n > 0);
+        let upstreams: serde_json::Map<String, serde_json::Value> = counts
+            .into_iter()
+            .map(|(name, n)| (name, serde_json::json!({ "instances": n })))
+            .collect();
+        let body = serde_json::json!({
+            "status": if ready { "ok" } else { "degraded" },
+            "config": self.config.path.display().to_string(),
+            "routes": self.config.routes.len(),
+            "upstreams": upstreams,
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        reply::json(status, Bytes::from(body.to_string()))
+    }
+}
+
+/// The route's success status with the reply as JSON (204: no body).
+fn success(route: &Route, msg: &prost_reflect::DynamicMessage) -> Result<Reply, Refusal> {
+    let status = StatusCode::from_u16(route.status).unwrap_or(StatusCode::OK);
+    if status == StatusCode::NO_CONTENT {
+        return Ok(reply::empty(status));
+    }
+    let body = transcode::response(msg).map_err(|e| Refusal::Upstream(Status::internal(e)))?;
+    Ok(reply::json(status, body))
+}
+
+/// A failed call as the client should see it. A service's own status passes through; one the
+/// transport made up (connection refused, reset, protocol errors) is logged in full and
+/// answered with a plain sentence that names the upstream.
+fn upstream_refusal(route: &Route, status: Status, request_id: &str) -> Refusal {
+    if let Some(e) = std::error::Error::source(&status) {
+        tracing::warn!(
+            request_id,
+            upstream = %route.upstream,
+            code = ?status.code(),
+            error = %e,
+            "upstream call failed in transport"
+        );
+        let code = match status.code() {
+            Code::DeadlineExceeded => Code::DeadlineExceeded,
+            Code::Cancelled => Code::Cancelled,
+            _ => Code::Unavailable,
+        };
+        return Refusal::Upstream(Status::new(
+            code,
+            format!("the {} service could not be reached", route.upstream),
+        ));
+    }
+    Refusal::Upstream(status)
+}
+
+/// The id from the client when it is printable ASCII of a sane length, otherwise a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .map(HeaderValue::as_bytes)
+        .filter(|b| !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(u8::is_ascii_graphic))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id)
+}
+
+/// 16 hex digits, unique enough to find a request in the logs (not a secret).
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    format!("{:016x}", h.finish())
+}
+
+/// What the service gets besides the message: the request id, the client's token and its
+/// idempotency key. Values that are not valid metadata are left out (the service then refuses
+/// or ignores their absence as it would anyway).
+fn metadata(headers: &HeaderMap, request_id: &str) -> MetadataMap {
+    let mut m = MetadataMap::new();
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        m.insert(REQUEST_ID, v);
+    }
+    for name in [AUTHORIZATION.as_str(), IDEMPOTENCY_KEY] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && let Ok(v) = MetadataValue::try_from(v)
+        {
+            m.insert(name, v);
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_request_id_is_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&h).len(), 16);
+        h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        assert_eq!(request_id(&h).len(), 16);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn token_request_id_and_idempotency_key_are_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert("idempotency-key", HeaderValue::from_static("k-1"));
+        h.insert("cookie", HeaderValue::from_static("secret=1"));
+        let m = metadata(&h, "rid");
+        assert_eq!(m.get("authorization").unwrap(), "Bearer t");
+        assert_eq!(m.get("idempotency-key").unwrap(), "k-1");
+        assert_eq!(m.get(REQUEST_ID).unwrap(), "rid");
+        assert!(m.get("cookie").is_none());
+    }
+}
