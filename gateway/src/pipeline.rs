@@ -313,9 +313,10 @@ fn upstream_refusal(route: &Route, status: Status, request_id: &str) -> Refusal 
             error = %e,
             "upstream call failed in transport"
         );
+        // A broken connection can surface as CANCELLED or UNKNOWN; to the client it is the
+        // service being unreachable, not a cancel of theirs.
         let code = match status.code() {
             Code::DeadlineExceeded => Code::DeadlineExceeded,
-            Code::Cancelled => Code::Cancelled,
             _ => Code::Unavailable,
         };
         return Refusal::Upstream(Status::new(

@@ -1,6 +1,10 @@
 //! Integration tests of the gateway binary: `gateway check` on the default file and on broken
-//! copies of it.
+//! copies of it, and the REST API end to end through a real gateway, real services, a real
+//! Consul agent and fresh SQLite files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod check;
+mod gateway;
+mod rest;
+mod support;

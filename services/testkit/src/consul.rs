@@ -3,13 +3,11 @@
 //! same ports. [`consul_binary`] finds the binary and panics, naming the install command, when
 //! there is none: a test that needs Consul fails, it never skips.
 //!
-//! Std only, like the rest of the crate: a tiny HTTP/1.0 client ([`http_get`], [`http_put`]) and a
+//! Std only, like the rest of the crate: [`http_get`] and [`http_put`] (over [`crate::http`]) and a
 //! small JSON reader ([`Json`]) cover what tests ask of Consul's HTTP API.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,9 +16,6 @@ use crate::{STOP_TIMEOUT, free_port};
 
 /// How long a dev agent may take to elect itself leader. Usually well under a second.
 pub const CONSUL_READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Connect, read and write timeout of one [`http_get`] / [`http_put`] call.
-pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to run to get Consul, for panic messages.
 const INSTALL_HINT: &str = "run `services/discovery/scripts/get-consul` (or `just consul-install`) \
@@ -293,47 +288,21 @@ fn four_free_ports() -> [u16; 4] {
     }
 }
 
-/// `GET path` over HTTP/1.0 to `addr` (`host:port`): `(status, body)`, or `None` when nothing
+/// `GET path` over HTTP to `addr` (`host:port`): `(status, body)`, or `None` when nothing
 /// answers or the answer is not HTTP.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     http_call(addr, "GET", path, None)
 }
 
-/// `PUT path` with `body` over HTTP/1.0 to `addr` (`host:port`): `(status, body)`, or `None`
+/// `PUT path` with `body` over HTTP to `addr` (`host:port`): `(status, body)`, or `None`
 /// when nothing answers or the answer is not HTTP.
 pub fn http_put(addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
     http_call(addr, "PUT", path, Some(body))
 }
 
 fn http_call(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    let socket: SocketAddr = addr.parse().ok()?;
-    let mut stream = TcpStream::connect_timeout(&socket, HTTP_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok()?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT)).ok()?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(body) = body {
-        request.push_str("Content-Type: application/json\r\n");
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or(""));
-    stream.write_all(request.as_bytes()).ok()?;
-    // HTTP/1.0: the server closes the connection after the response, so read to the end.
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    parse_response(&String::from_utf8_lossy(&response))
-}
-
-/// Splits an HTTP/1.x response into status code and body (no chunked encoding: HTTP/1.0).
-fn parse_response(response: &str) -> Option<(u16, String)> {
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status_line = head.lines().next()?;
-    let mut parts = status_line.split(' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status = parts.next()?.parse().ok()?;
-    Some((status, body.to_owned()))
+    let r = crate::http::request(addr, method, path, &[], body.map(str::as_bytes))?;
+    Some((r.status, r.body))
 }
 
 /// `Service.ID` of each entry of a `/v1/health/service/<name>` answer (an array of
@@ -563,21 +532,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_http_responses() {
-        let r = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n\"127.0.0.1:8300\"";
-        assert_eq!(parse_response(r), Some((200, "\"127.0.0.1:8300\"".to_owned())));
-        let r = "HTTP/1.1 500 Internal Server Error\r\nX: y\r\n\r\nNo cluster leader";
-        assert_eq!(parse_response(r), Some((500, "No cluster leader".to_owned())));
-        assert_eq!(
-            parse_response("HTTP/1.0 204 No Content\r\n\r\n"),
-            Some((204, String::new()))
-        );
-        assert_eq!(parse_response("SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(parse_response("HTTP/1.0 abc\r\n\r\n"), None);
-        assert_eq!(parse_response(""), None);
-    }
+    use std::io::{Read, Write};
 
     #[test]
     fn parses_json() {
@@ -682,7 +637,7 @@ mod tests {
             Some((200, "true".to_owned()))
         );
         let request = server.join().unwrap();
-        assert!(request.starts_with("PUT /v1/x HTTP/1.0\r\n"), "{request}");
+        assert!(request.starts_with("PUT /v1/x HTTP/1.1\r\n"), "{request}");
         assert!(request.contains("Content-Length: 7\r\n"), "{request}");
     }
 }

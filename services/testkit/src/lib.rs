@@ -15,6 +15,7 @@
 
 pub mod consul;
 pub mod grpc;
+pub mod http;
 pub mod tokens;
 
 use std::fs::File;

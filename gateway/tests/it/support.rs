@@ -1,0 +1,252 @@
+//! The whole shop for one test: a Consul agent, the user, product and order services, and a
+//! gateway serving a copy of the default gateway.toml (pointed at this test's Consul, key and a
+//! free port), called over HTTP like a client would.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shop_testkit::consul::ConsulAgent;
+use shop_testkit::http::{Response, request};
+use shop_testkit::{Launch, Process, Scratch, sibling_binary};
+
+pub const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_gateway");
+pub const ADMIN_PASSWORD: &str = "root-password-1";
+
+pub struct Stack {
+    pub scratch: Scratch,
+    pub agent: ConsulAgent,
+    /// Held so that the process lives as long as the stack.
+    pub _user: Process,
+    pub product: Process,
+    pub product_launch: Launch,
+    /// Held so that the process lives as long as the stack.
+    pub _order: Process,
+    pub gateway: Process,
+}
+
+/// An answer with its body read as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub json: Value,
+    pub raw: Response,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.raw.header(name)
+    }
+
+    /// The `id` member of the body.
+    pub fn id(&self) -> i64 {
+        self.json["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no id in {:?}", self.raw))
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Answer {
+        assert_eq!(self.status, status, "unexpected answer: {:?}", self.raw);
+        self
+    }
+
+    /// Asserts an error answer: status, `code`, and a piece of `error`.
+    #[track_caller]
+    pub fn refused(&self, status: u16, code: &str, needle: &str) {
+        assert_eq!(self.status, status, "{:?}", self.raw);
+        assert_eq!(self.json["code"], code, "{:?}", self.raw);
+        let message = self.json["error"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+}
+
+pub fn service(scratch: &Scratch, agent: &ConsulAgent, name: &str) -> Launch {
+    Launch::new(sibling_binary(GATEWAY_BIN, name), name, scratch.path())
+        .arg("--port")
+        .arg("0")
+        .arg("--data-dir")
+        .arg(scratch.join("data").to_str().unwrap())
+        .arg("--consul")
+        .arg(agent.url())
+        .arg("--set")
+        .arg("consul.check_interval=1s")
+}
+
+impl Stack {
+    pub fn start(name: &str) -> Stack {
+        let scratch = Scratch::new(name);
+        let agent = ConsulAgent::start(scratch.path());
+        let user = service(&scratch, &agent, "user-service")
+            .env("SHOP_ADMIN_USER", "root")
+            .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .start();
+        let (status, _, err) = Launch::new(
+            sibling_binary(GATEWAY_BIN, "user-service"),
+            "token",
+            scratch.path(),
+        )
+        .arg("issue-service-token")
+        .arg("--service")
+        .arg("order-service")
+        .arg("--data-dir")
+        .arg(scratch.join("data").to_str().unwrap())
+        .arg("--out")
+        .arg(scratch.join("data/keys/order-service.token").to_str().unwrap())
+        .run(None);
+        assert!(status.success(), "{err}");
+        let product_launch = service(&scratch, &agent, "product-service");
+        let product = product_launch.start();
+        let order = service(&scratch, &agent, "order-service")
+            .arg("--set")
+            .arg("upstream.timeout=1s")
+            .start();
+        let text = default_config(&scratch, &agent);
+        let gateway = start_gateway(&scratch, "gateway", &text);
+        let stack = Stack {
+            scratch,
+            agent,
+            _user: user,
+            product,
+            product_launch,
+            _order: order,
+            gateway,
+        };
+        stack.wait_ready(&stack.gateway);
+        stack
+    }
+
+    /// The default gateway.toml, adapted to this stack.
+    pub fn config(&self) -> String {
+        default_config(&self.scratch, &self.agent)
+    }
+
+    /// Waits until `gateway`'s /health says every upstream has an instance.
+    pub fn wait_ready(&self, gateway: &Process) {
+        let started = Instant::now();
+        loop {
+            let h = call(gateway, "GET", "/health", None, None);
+            if h.status == 200 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "gateway not ready: {:?}",
+                h.raw
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A call through the stack's gateway.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+        call(&self.gateway, method, path, token, body)
+    }
+
+    pub fn admin(&self) -> String {
+        self.login("root", ADMIN_PASSWORD)
+    }
+
+    pub fn login(&self, name: &str, password: &str) -> String {
+        let body = serde_json::json!({ "username": name, "password": password }).to_string();
+        let a = self
+            .call("POST", "/api/users/login", None, Some(&body))
+            .expect(200);
+        a.json["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a customer through the gateway; returns (id, token).
+    pub fn customer(&self, name: &str) -> (i64, String) {
+        let body = serde_json::json!({
+            "username": name,
+            "email": format!("{name}@example.com"),
+            "password": "password-123",
+        })
+        .to_string();
+        let id = self
+            .call("POST", "/api/users", None, Some(&body))
+            .expect(201)
+            .id();
+        (id, self.login(name, "password-123"))
+    }
+
+    /// Creates a product as the admin; returns its id.
+    pub fn product(&self, admin: &str, name: &str, price_cents: i64, stock: i64) -> i64 {
+        let body = serde_json::json!({
+            "name": name,
+            "price_cents": price_cents,
+            "stock": stock,
+            "category": "test",
+        })
+        .to_string();
+        self.call("POST", "/api/products", Some(admin), Some(&body))
+            .expect(201)
+            .id()
+    }
+
+    pub fn stock(&self, id: i64) -> i64 {
+        let a = self
+            .call("GET", &format!("/api/products/{id}"), None, None)
+            .expect(200);
+        a.json["stock"].as_i64().unwrap()
+    }
+}
+
+pub fn default_config(scratch: &Scratch, agent: &ConsulAgent) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml")).unwrap();
+    let key = scratch.join("data/keys/token-signing.pub.pem");
+    let replaced = text
+        .replace(
+            "consul = \"http://127.0.0.1:8500\"",
+            &format!("consul = \"{}\"", agent.url()),
+        )
+        .replace(
+            "public_key = \".run/data/keys/token-signing.pub.pem\"",
+            &format!("public_key = \"{}\"", key.display()),
+        )
+        .replace("address = \"127.0.0.1:8080\"", "address = \"127.0.0.1:0\"");
+    assert_eq!(
+        replaced.matches(&agent.url()).count(),
+        1,
+        "gateway.toml changed shape"
+    );
+    assert!(replaced.contains("127.0.0.1:0"), "gateway.toml changed shape");
+    replaced
+}
+
+/// Writes `text` to `<name>.toml` in the scratch folder and starts a gateway on it.
+pub fn start_gateway(scratch: &Scratch, name: &str, text: &str) -> Process {
+    let path = scratch.join(&format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    Launch::new(GATEWAY_BIN, name, scratch.path())
+        .arg("--config")
+        .arg(path.to_str().unwrap())
+        .start()
+}
+
+/// One HTTP call to `gateway`, with a bearer token and a JSON body when given.
+pub fn call(gateway: &Process, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    send(gateway, method, path, &headers, body.map(str::as_bytes))
+}
+
+/// One HTTP call with any headers and body.
+pub fn send(
+    gateway: &Process,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Answer {
+    let raw = request(&gateway.addr().to_string(), method, path, headers, body)
+        .unwrap_or_else(|| panic!("no HTTP answer to {method} {path}"));
+    let json = serde_json::from_str(&raw.body).unwrap_or(Value::Null);
+    Answer {
+        status: raw.status,
+        json,
+        raw,
+    }
+}
