@@ -35,7 +35,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003.
+# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003, gateway :8080.
 up: build consul
     #!/usr/bin/env bash
     set -euo pipefail
@@ -101,7 +101,14 @@ up: build consul
         --out {{run_dir}}/data/keys/order-service.token 2>> {{run_dir}}/logs/user-service.log
     start order-service {{bin_dir}}/order-service --data-dir {{run_dir}}/data
     healthy order-service
+    # The gateway last: it reads the user service's public key and finds the services in Consul.
+    start gateway {{bin_dir}}/gateway --config gateway.toml
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null --max-time 2 -w '%{http_code}' http://127.0.0.1:8080/health | grep -q 200 && break
+        sleep 0.1
+    done
     echo
+    echo "gateway (REST):         http://127.0.0.1:8080   (try: curl http://localhost:8080/api/products/1)"
     echo "consul:                 http://127.0.0.1:8500/ui"
     echo "user service (gRPC):    http://127.0.0.1:5001"
     echo "order service (gRPC):   http://127.0.0.1:5002"
@@ -207,16 +214,38 @@ demo:
     @echo
     cargo run -q -p shop-examples --bin discover-products
 
-# Print benchmark figures (release build; see docs/benchmarks.md).
-bench:
+# Benchmarks: the gateway next to direct gRPC, then login timing (release; own processes and data; docs/benchmarks.md).
+bench seconds="10" concurrency="32":
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release --locked -p user-service -p shop-examples
+    cargo build --release --locked -p user-service -p product-service -p shop-gateway -p shop-examples
     dir="$(mktemp -d)"
-    trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-    target/release/user-service --port 0 --data-dir "$dir/data" --consul "" > "$dir/out.log" 2> "$dir/err.log" &
-    pid=$!
-    for _ in $(seq 1 300); do grep -q " ready on " "$dir/out.log" && break; sleep 0.1; done
-    addr="$(grep " ready on " "$dir/out.log" | awk '{print $NF}')"
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+    # start NAME CMD...: runs it in the background and prints its address once it is ready.
+    start() {
+        local name="$1"; shift
+        "$@" > "$dir/$name.out" 2> "$dir/$name.err" &
+        pids+=($!)
+        for _ in $(seq 1 300); do grep -q " ready on " "$dir/$name.out" && break; sleep 0.1; done
+        grep " ready on " "$dir/$name.out" | awk '{print $NF}'
+    }
+    user="$(start user target/release/user-service --port 0 --data-dir "$dir/data" --consul "")"
+    target/release/product-service seed --data-dir "$dir/data" 2> /dev/null
+    product="$(start product target/release/product-service --port 0 --data-dir "$dir/data" --consul "")"
+    # The default gateway.toml with static upstreams (no Consul in the measurement) and a free port.
+    sed -e 's|^consul = .*|consul = ""|' \
+        -e "s|^service = \"user-service\"|addresses = [\"$user\"]|" \
+        -e "s|^service = \"product-service\"|addresses = [\"$product\"]|" \
+        -e 's|^service = "order-service"|addresses = ["127.0.0.1:9"]|' \
+        -e 's|^address = "127.0.0.1:8080"|address = "127.0.0.1:0"|' \
+        -e "s|^public_key = .*|public_key = \"$dir/data/keys/token-signing.pub.pem\"|" \
+        gateway.toml > "$dir/gateway.toml"
+    gateway="$(start gateway target/release/gateway --config "$dir/gateway.toml")"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    target/release/login-timing "http://$addr" 200
+    echo "client, gateway and service share these cores"
+    echo
+    target/release/gateway-bench --gateway "$gateway" --grpc "http://$product" --id 1 \
+        --seconds {{seconds}} --concurrency {{concurrency}}
+    echo
+    target/release/login-timing "http://$user" 200

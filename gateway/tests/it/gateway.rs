@@ -307,3 +307,34 @@ fn calls_spread_over_instances_and_a_lost_service_is_a_clear_503_then_504_when_i
     s.call("GET", &format!("/api/products/{lamp}"), None, None)
         .expect(200);
 }
+
+#[test]
+fn sigterm_stops_accepting_and_lets_the_request_in_flight_finish() {
+    let mut s = Stack::start("gw-drain");
+    // Hold a request in flight: the product service is frozen, so the call waits for its
+    // 3 s deadline.
+    s.product.signal("STOP");
+    let gateway_addr = s.gateway.addr().to_string();
+    let in_flight = std::thread::spawn(move || {
+        shop_testkit::http::request(&gateway_addr, "GET", "/api/products/1", &[], None)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = s.gateway.terminate();
+    s.product.signal("CONT");
+    assert!(status.success(), "exit status {status:?}");
+    let answer = in_flight
+        .join()
+        .unwrap()
+        .expect("the request in flight got an answer");
+    assert!(matches!(answer.status, 503 | 504), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "drain took {:?}",
+        started.elapsed()
+    );
+    // Stopped: nothing listens any more.
+    assert!(
+        shop_testkit::http::request(&s.gateway.addr().to_string(), "GET", "/health", &[], None).is_none()
+    );
+}
