@@ -110,22 +110,20 @@ impl Refusal {
     pub fn reply(&self) -> Reply {
         let mut r = json(self.status(), error_body(&self.to_string(), self.code()));
         let headers = r.headers_mut();
-        match self {
-            Refusal::MethodNotAllowed { allow, .. } => {
-                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
-                    headers.insert(ALLOW, v);
-                }
-            }
-            Refusal::Unauthenticated { invalid, .. } => {
-                // RFC 6750: name the scheme; say `invalid_token` when a token was sent.
-                let v = if *invalid {
-                    "Bearer realm=\"shop\", error=\"invalid_token\""
-                } else {
-                    "Bearer realm=\"shop\""
-                };
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(v));
-            }
-            _ => {}
+        if let Refusal::MethodNotAllowed { allow, .. } = self
+            && let Ok(v) = HeaderValue::from_str(&allow.join(", "))
+        {
+            headers.insert(ALLOW, v);
+        }
+        // Every 401 names the scheme (RFC 9110, RFC 6750), whether the gateway or the service
+        // refused the token; `invalid_token` when the gateway saw a token it could not accept.
+        if self.code() == Code::Unauthenticated {
+            let v = if matches!(self, Refusal::Unauthenticated { invalid: true, .. }) {
+                "Bearer realm=\"shop\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"shop\""
+            };
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(v));
         }
         r
     }
@@ -205,6 +203,10 @@ mod tests {
                 .unwrap()
                 .contains("invalid_token")
         );
+        // A service's UNAUTHENTICATED (a wrong password at login) is a 401 with the header too.
+        let r = Refusal::Upstream(tonic::Status::unauthenticated("wrong username or password")).reply();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"shop\"");
 
         assert_eq!(
             error_body("no \"quotes\" break it", Code::NotFound),
