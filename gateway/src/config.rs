@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use shop_discovery::Policy;
 
+use crate::limit::Cidr;
 use crate::router::{Template, conflicts};
 
 // ---- The file as written -------------------------------------------------------------------
@@ -44,6 +45,7 @@ struct RawFile {
 struct RawGateway {
     consul: Option<String>,
     max_body_bytes: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +130,8 @@ pub struct Config {
     pub path: PathBuf,
     pub consul: String,
     pub max_body_bytes: u64,
+    /// Peers whose `X-Forwarded-For` is believed (for the client address of `ip` limits).
+    pub trusted_proxies: Vec<Cidr>,
     pub descriptors: DescriptorPool,
     pub auth: Auth,
     pub listeners: Vec<SocketAddr>,
@@ -353,6 +357,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let max_body_bytes = raw.gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         p.add("gateway", "max_body_bytes", "expected from 1024 to 16777216");
+    }
+
+    let mut trusted_proxies = Vec::new();
+    for text in raw.gateway.trusted_proxies.iter().flatten() {
+        match Cidr::parse(text) {
+            Some(c) => trusted_proxies.push(c),
+            None => p.add(
+                "gateway",
+                "trusted_proxies",
+                format!("expected an address or a block like 10.0.0.0/8, got {text:?}"),
+            ),
+        }
     }
 
     let descriptors = descriptors(&raw.descriptors, &base, &mut p);
@@ -652,6 +668,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             path: path.to_owned(),
             consul,
             max_body_bytes,
+            trusted_proxies,
             descriptors,
             auth,
             listeners,

@@ -2,7 +2,9 @@
 //! auth policy, body (size-limited, JSON only), JSON to protobuf, the upstream call with its
 //! deadline and metadata, protobuf to JSON, gRPC status to HTTP status, and one access-log line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,9 +14,10 @@ use http_body_util::{BodyExt, Limited};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
-use shop_auth::{Role, TokenRules, Verifier};
+use shop_auth::{Identity, Role, TokenRules, Verifier};
 
-use crate::config::{Access, Config, Route};
+use crate::config::{Access, Config, LimitKey, Route};
+use crate::limit::{self, Decision};
 use crate::reply::{self, Refusal, Reply};
 use crate::router::{Found, Router};
 use crate::transcode;
@@ -34,13 +37,16 @@ pub struct Gateway {
     grpc_paths: Vec<http::uri::PathAndQuery>,
     upstreams: Upstreams,
     verifier: Option<Verifier>,
+    limits: BTreeMap<String, Arc<limit::Policy>>,
 }
 
-/// What the access log says about a request besides method, path and status.
+/// What the access log and the response headers say about a request besides its status.
 #[derive(Default)]
 struct Trace {
     route: Option<String>,
     instance: Option<String>,
+    /// The token bucket's answer, for the `RateLimit-*` headers.
+    rate: Option<Decision>,
 }
 
 impl Gateway {
@@ -76,12 +82,18 @@ impl Gateway {
             None
         };
         let upstreams = Upstreams::start(&config)?;
+        let limits = config
+            .limits
+            .iter()
+            .map(|(name, l)| (name.clone(), Arc::new(limit::Policy::new(l.clone()))))
+            .collect();
         Ok(Gateway {
             config,
             router,
             grpc_paths,
             upstreams,
             verifier,
+            limits,
         })
     }
 
@@ -100,7 +112,7 @@ impl Gateway {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let mut trace = Trace::default();
-        let mut reply = match self.dispatch(req, &request_id, &mut trace).await {
+        let mut reply = match self.dispatch(req, peer, &request_id, &mut trace).await {
             Ok(r) => r,
             Err(refusal) => {
                 if let Refusal::Upstream(status) = &refusal {
@@ -111,6 +123,12 @@ impl Gateway {
         };
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             reply.headers_mut().insert(REQUEST_ID, v);
+        }
+        if let Some(d) = trace.rate {
+            let h = reply.headers_mut();
+            h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+            h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
         }
         tracing::info!(
             target: "access",
@@ -129,6 +147,7 @@ impl Gateway {
     async fn dispatch<B>(
         &self,
         req: Request<B>,
+        peer: SocketAddr,
         request_id: &str,
         trace: &mut Trace,
     ) -> Result<Reply, Refusal>
@@ -162,7 +181,8 @@ impl Gateway {
         let route = &self.config.routes[index];
         trace.route = Some(route.name.clone());
 
-        self.authorize(route, req.headers())?;
+        let who = self.authorize(route, req.headers())?;
+        self.take_token(route, who.as_ref(), peer, req.headers(), trace)?;
         let metadata = metadata(req.headers(), request_id);
         let query = req.uri().query().map(str::to_owned);
         let body = self.read_body(req).await?;
@@ -197,9 +217,9 @@ impl Gateway {
 
     /// `public` lets anyone through; `user` needs a valid token; `admin` an admin's token.
     /// The token still goes to the service, which checks it again and decides ownership.
-    fn authorize(&self, route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
+    fn authorize(&self, route: &Route, headers: &HeaderMap) -> Result<Option<Identity>, Refusal> {
         if route.access == Access::Public {
-            return Ok(());
+            return Ok(None);
         }
         let Some(verifier) = &self.verifier else {
             return Err(Refusal::Upstream(Status::internal("no token verifier is loaded")));
@@ -225,7 +245,55 @@ impl Gateway {
                 route.template.as_str()
             )));
         }
-        Ok(())
+        Ok(Some(who))
+    }
+
+    /// Takes a token from the route's limit policy, keyed as the policy says: the client's
+    /// address, the verified user (the address when there is none), the route, or one bucket
+    /// for everyone.
+    fn take_token(
+        &self,
+        route: &Route,
+        who: Option<&Identity>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        trace: &mut Trace,
+    ) -> Result<(), Refusal> {
+        let Some(name) = &route.limit else {
+            return Ok(());
+        };
+        let Some(policy) = self.limits.get(name) else {
+            return Ok(());
+        };
+        let Some(limit) = policy.limit() else {
+            return Ok(());
+        };
+        let ip = || {
+            format!(
+                "ip:{}",
+                limit::client_ip(peer, headers, &self.config.trusted_proxies)
+            )
+        };
+        let key = match limit.key {
+            LimitKey::Ip => ip(),
+            LimitKey::User => match who {
+                Some(w) if !w.is_service() => format!("user:{}", w.user_id),
+                Some(w) => format!("service:{}", w.service.as_deref().unwrap_or("")),
+                None => ip(),
+            },
+            LimitKey::Route => format!("route:{}", route.name),
+            LimitKey::Global => String::new(),
+        };
+        let decision = policy.take(&key, Instant::now());
+        trace.rate = Some(decision);
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(Refusal::Limited {
+                policy: name.clone(),
+                retry_after_secs: decision.retry_after_secs,
+            })
+        }
     }
 
     /// The body, refused with 413 past `max_body_bytes` (by its declared length before reading

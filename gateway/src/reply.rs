@@ -3,7 +3,7 @@
 //! `{"error": ..., "code": ...}` body every error carries.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use tonic::Code;
@@ -76,6 +76,8 @@ pub enum Refusal {
     Unauthenticated { message: String, invalid: bool },
     #[error("{0}")]
     Forbidden(String),
+    #[error("too many requests (limit {policy:?}); retry in {retry_after_secs} s")]
+    Limited { policy: String, retry_after_secs: u64 },
     #[error("no healthy instance of {upstream} is available")]
     NoInstances { upstream: String },
     /// A status from the upstream call (the service's, or the transport's).
@@ -92,6 +94,7 @@ impl Refusal {
             Refusal::TooLarge { .. } => Code::ResourceExhausted,
             Refusal::Unauthenticated { .. } => Code::Unauthenticated,
             Refusal::Forbidden(_) => Code::PermissionDenied,
+            Refusal::Limited { .. } => Code::ResourceExhausted,
             Refusal::NoInstances { .. } => Code::Unavailable,
             Refusal::Upstream(s) => s.code(),
         }
@@ -114,6 +117,9 @@ impl Refusal {
             && let Ok(v) = HeaderValue::from_str(&allow.join(", "))
         {
             headers.insert(ALLOW, v);
+        }
+        if let Refusal::Limited { retry_after_secs, .. } = self {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         // Every 401 names the scheme (RFC 9110, RFC 6750), whether the gateway or the service
         // refused the token; `invalid_token` when the gateway saw a token it could not accept.

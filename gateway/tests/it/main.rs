@@ -6,5 +6,6 @@
 
 mod check;
 mod gateway;
+mod limits;
 mod rest;
 mod support;

@@ -100,7 +100,7 @@ impl Stack {
             .arg("--set")
             .arg("upstream.timeout=1s")
             .start();
-        let text = default_config(&scratch, &agent);
+        let text = relaxed(&default_config(&scratch, &agent));
         let gateway = start_gateway(&scratch, "gateway", &text);
         let stack = Stack {
             scratch,
@@ -115,9 +115,10 @@ impl Stack {
         stack
     }
 
-    /// The default gateway.toml, adapted to this stack.
+    /// The gateway.toml this stack's gateway serves: the default one, adapted to this stack,
+    /// with login and sign-up limits raised (see [`relaxed`]).
     pub fn config(&self) -> String {
-        default_config(&self.scratch, &self.agent)
+        relaxed(&default_config(&self.scratch, &self.agent))
     }
 
     /// Waits until `gateway`'s /health says every upstream has an instance.
@@ -211,6 +212,21 @@ pub fn default_config(scratch: &Scratch, agent: &ConsulAgent) -> String {
     );
     assert!(replaced.contains("127.0.0.1:0"), "gateway.toml changed shape");
     replaced
+}
+
+/// `text` with its `[limit.NAME]` table's body replaced by `body`.
+pub fn set_limit(text: &str, name: &str, body: &str) -> String {
+    let head = format!("[limit.{name}]\n");
+    let start = text.find(&head).unwrap_or_else(|| panic!("no [limit.{name}]")) + head.len();
+    let end = start + text[start..].find("\n\n").unwrap();
+    format!("{}{}{}", &text[..start], body.trim_end(), &text[end..])
+}
+
+/// The default file with the strict per-address login and sign-up limits raised: every test
+/// logs in and registers from 127.0.0.1, and only the limit tests are about limits.
+pub fn relaxed(text: &str) -> String {
+    let text = set_limit(text, "login", "rate = 1000\nburst = 1000\nkey = \"ip\"");
+    set_limit(&text, "signup", "rate = 1000\nburst = 1000\nkey = \"ip\"")
 }
 
 /// Writes `text` to `<name>.toml` in the scratch folder and starts a gateway on it.
