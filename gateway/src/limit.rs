@@ -5,7 +5,7 @@
 //! or `X-Forwarded-For` behind a trusted proxy).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -105,9 +105,7 @@ impl Policy {
         };
         let burst = f64::from(limit.burst.max(1));
         let per_sec = f64::from(limit.rate.max(1)) / limit.per.as_secs_f64().max(1e-3);
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let index = (h.finish() as usize) % self.shards.len();
+        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
         let Ok(mut shard) = self.shards[index].lock() else {
             return Decision::open();
         };
