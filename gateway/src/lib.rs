@@ -4,12 +4,14 @@
 //!   (what `gateway check` reports);
 //! - [`router`]: method + path templates, literal over parameter, 404/405, collisions;
 //! - [`transcode`]: JSON to protobuf and back, driven by the descriptors;
+//! - [`breaker`]: circuit breakers per upstream instance, the retry budget;
 //! - [`limit`]: token buckets per policy and client key, the client's address;
 //! - [`upstream`]: balancers over Consul-watched or static instances, dynamic gRPC calls;
 //! - [`pipeline`]: one request from start to access log;
 //! - [`reply`]: the gateway's refusals and the one gRPC-to-HTTP status table;
 //! - [`server`]: listeners (HTTP/1.1 and h2c) and the graceful stop.
 
+pub mod breaker;
 pub mod config;
 pub mod limit;
 pub mod pipeline;

@@ -16,12 +16,13 @@ use tonic::{Code, Status};
 
 use shop_auth::{Identity, Role, TokenRules, Verifier};
 
+use crate::breaker::Breakers;
 use crate::config::{Access, Config, LimitKey, Route};
 use crate::limit::{self, Decision};
 use crate::reply::{self, Refusal, Reply};
 use crate::router::{Found, Router};
 use crate::transcode;
-use crate::upstream::{self, Call, Upstreams};
+use crate::upstream::{self, Call, CallError, Guard, Upstreams};
 
 /// The header that carries a request's id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -38,6 +39,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     verifier: Option<Verifier>,
     limits: BTreeMap<String, Arc<limit::Policy>>,
+    breakers: BTreeMap<String, Arc<Breakers>>,
 }
 
 /// What the access log and the response headers say about a request besides its status.
@@ -47,6 +49,8 @@ struct Trace {
     instance: Option<String>,
     /// The token bucket's answer, for the `RateLimit-*` headers.
     rate: Option<Decision>,
+    /// The call ran a second time on another instance.
+    retried: bool,
 }
 
 impl Gateway {
@@ -87,6 +91,11 @@ impl Gateway {
             .iter()
             .map(|(name, l)| (name.clone(), Arc::new(limit::Policy::new(l.clone()))))
             .collect();
+        let breakers = config
+            .breakers
+            .iter()
+            .map(|(name, b)| (name.clone(), Arc::new(Breakers::new(b.clone()))))
+            .collect();
         Ok(Gateway {
             config,
             router,
@@ -94,6 +103,7 @@ impl Gateway {
             upstreams,
             verifier,
             limits,
+            breakers,
         })
     }
 
@@ -138,6 +148,7 @@ impl Gateway {
             status = reply.status().as_u16(),
             latency_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
             upstream = trace.instance.as_deref().unwrap_or("-"),
+            retried = trace.retried,
             request_id = %request_id,
             peer = %peer,
         );
@@ -201,17 +212,29 @@ impl Gateway {
             message,
             metadata,
         };
-        let outcome = upstream::unary(balancer, call, route.timeout).await;
-        let Some(instance) = outcome.instance else {
-            // Nothing was picked: the balancer has no healthy instance.
-            return Err(Refusal::NoInstances {
-                upstream: route.upstream.clone(),
-            });
+        let guard = Guard {
+            upstream: &route.upstream,
+            breakers: route
+                .breaker
+                .as_ref()
+                .and_then(|b| self.breakers.get(b))
+                .map(|b| &**b),
+            budget: self.upstreams.budget(&route.upstream),
+            idempotent: route.idempotent,
         };
-        trace.instance = Some(instance);
+        let outcome = upstream::unary(balancer, call, route.timeout, guard).await;
+        trace.instance = outcome.instance;
+        trace.retried = outcome.retried;
         match outcome.result {
             Ok(msg) => success(route, &msg),
-            Err(status) => Err(upstream_refusal(route, status, request_id)),
+            Err(CallError::NoInstances) => Err(Refusal::NoInstances {
+                upstream: route.upstream.clone(),
+            }),
+            Err(CallError::AllOpen { retry_after_secs }) => Err(Refusal::AllOpen {
+                upstream: route.upstream.clone(),
+                retry_after_secs,
+            }),
+            Err(CallError::Status(status)) => Err(upstream_refusal(route, status, request_id)),
         }
     }
 

@@ -78,6 +78,8 @@ pub enum Refusal {
     Forbidden(String),
     #[error("too many requests (limit {policy:?}); retry in {retry_after_secs} s")]
     Limited { policy: String, retry_after_secs: u64 },
+    #[error("every instance of {upstream} is failing (circuit breakers open); retry in {retry_after_secs} s")]
+    AllOpen { upstream: String, retry_after_secs: u64 },
     #[error("no healthy instance of {upstream} is available")]
     NoInstances { upstream: String },
     /// A status from the upstream call (the service's, or the transport's).
@@ -95,7 +97,7 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => Code::Unauthenticated,
             Refusal::Forbidden(_) => Code::PermissionDenied,
             Refusal::Limited { .. } => Code::ResourceExhausted,
-            Refusal::NoInstances { .. } => Code::Unavailable,
+            Refusal::NoInstances { .. } | Refusal::AllOpen { .. } => Code::Unavailable,
             Refusal::Upstream(s) => s.code(),
         }
     }
@@ -118,7 +120,7 @@ impl Refusal {
         {
             headers.insert(ALLOW, v);
         }
-        if let Refusal::Limited { retry_after_secs, .. } = self {
+        if let Refusal::Limited { retry_after_secs, .. } | Refusal::AllOpen { retry_after_secs, .. } = self {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         // Every 401 names the scheme (RFC 9110, RFC 6750), whether the gateway or the service

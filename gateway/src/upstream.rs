@@ -16,16 +16,20 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use shop_discovery::balance::{Balancer, Picked, is_connection_refused};
+use shop_discovery::balance::{BalanceError, Balancer, Picked, is_connection_refused};
 use shop_discovery::consul::ConsulClient;
 use shop_discovery::watch::{self, WatchConfig};
 
+use crate::breaker::{Breakers, RetryBudget};
 use crate::config::{Config, Discovery};
 
-/// Every upstream's balancer, by the name routes use.
+/// Every upstream's balancer and retry budget, by the name routes use.
 #[derive(Debug)]
 pub struct Upstreams {
     balancers: BTreeMap<String, Arc<Balancer>>,
+    budgets: BTreeMap<String, Arc<RetryBudget>>,
+    /// For upstreams a route names but the file does not define (refused by `check`).
+    spare: RetryBudget,
 }
 
 impl Upstreams {
@@ -58,11 +62,24 @@ impl Upstreams {
                 Arc::new(Balancer::new(&service, u.balancer, endpoints)),
             );
         }
-        Ok(Upstreams { balancers })
+        let budgets = balancers
+            .keys()
+            .map(|name| (name.clone(), Arc::new(RetryBudget::new())))
+            .collect();
+        Ok(Upstreams {
+            balancers,
+            budgets,
+            spare: RetryBudget::with(0.0, 0.0),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Balancer>> {
         self.balancers.get(name)
+    }
+
+    /// The upstream's retry budget (none to spend for an unknown name).
+    pub fn budget(&self, name: &str) -> &RetryBudget {
+        self.budgets.get(name).map(|b| &**b).unwrap_or(&self.spare)
     }
 
     /// `(name, healthy instances)` for each upstream.
@@ -89,53 +106,123 @@ pub fn grpc_path(method: &MethodDescriptor) -> Result<PathAndQuery, String> {
         .map_err(|e| format!("{text} is not a usable gRPC path: {e}"))
 }
 
-/// How a call ended, with the instance that answered (for the access log); no instance means
-/// none could be picked.
-pub struct Outcome {
-    pub result: Result<DynamicMessage, Status>,
-    pub instance: Option<String>,
+/// Why a call did not get a reply from a service.
+#[derive(Debug)]
+pub enum CallError {
+    /// The upstream has no healthy instance.
+    NoInstances,
+    /// Every instance's breaker is open; the first probe is due in this many seconds.
+    AllOpen { retry_after_secs: u64 },
+    /// The service's status, or one the transport made up.
+    Status(Status),
 }
 
-/// Runs `call` on an instance from `balancer` within `deadline` (sent as `grpc-timeout`). A
-/// refused connection means nothing was sent, so the call then runs once on another instance
-/// with the time that is left.
-pub async fn unary(balancer: &Balancer, call: Call, deadline: Duration) -> Outcome {
-    let started = Instant::now();
-    let first = match balancer.pick(None) {
-        Ok(p) => p,
-        Err(e) => {
-            return Outcome {
-                result: Err(e.into()),
-                instance: None,
-            };
-        }
+/// How a call ended, with the instance that answered last (for the access log) and whether it
+/// was retried.
+pub struct Outcome {
+    pub result: Result<DynamicMessage, CallError>,
+    pub instance: Option<String>,
+    pub retried: bool,
+}
+
+impl Outcome {
+    /// No instance was called (only a placeholder where the first outcome is always known).
+    const NONE: Outcome = Outcome {
+        result: Err(CallError::NoInstances),
+        instance: None,
+        retried: false,
     };
-    let result = attempt(&first, &call, deadline).await;
-    let result = match result {
-        Err(status) if is_connection_refused(&status) => {
-            let left = deadline.saturating_sub(started.elapsed());
-            match balancer.pick(Some(first.id())) {
-                Ok(second) if second.id() != first.id() && !left.is_zero() => {
-                    tracing::warn!(
-                        service = %balancer.service(),
-                        refused = %first.authority(),
-                        retry_on = %second.authority(),
-                        "connection refused; retrying once on another instance"
-                    );
-                    let result = attempt(&second, &call, left).await;
-                    return Outcome {
-                        result,
-                        instance: Some(second.authority().to_owned()),
-                    };
-                }
-                _ => Err(status),
+}
+
+/// What guards a call: the breaker policy of its route, the upstream's retry budget, and
+/// whether the route may run twice.
+pub struct Guard<'a> {
+    pub upstream: &'a str,
+    pub breakers: Option<&'a Breakers>,
+    pub budget: &'a RetryBudget,
+    pub idempotent: bool,
+}
+
+/// Runs `call` on an instance from `balancer` within `deadline` (sent as `grpc-timeout`),
+/// skipping instances whose breaker is open. One retry on another instance, within what is
+/// left of the deadline and only if the retry budget allows: after a refused connection
+/// (nothing was sent, so any route), or after UNAVAILABLE on an idempotent route.
+pub async fn unary(balancer: &Balancer, call: Call, deadline: Duration, guard: Guard<'_>) -> Outcome {
+    let started = Instant::now();
+    guard.budget.deposit();
+    let key = |id: &str| format!("{}/{id}", guard.upstream);
+    let mut avoid: Option<String> = None;
+    // The first attempt's outcome while a retry is being tried: what the client gets when the
+    // retry cannot happen after all.
+    let mut first: Option<Outcome> = None;
+    loop {
+        let retried = first.is_some();
+        let now = Instant::now();
+        let picked = balancer.pick_where(avoid.as_deref(), |i| {
+            guard.breakers.is_none_or(|b| b.available(&key(&i.id), now))
+        });
+        let picked = match picked {
+            Ok(p) => p,
+            Err(_) if first.is_some() => return first.unwrap_or(Outcome::NONE),
+            Err(BalanceError::AllExcluded(_)) => {
+                let ids: Vec<String> = balancer.instances().iter().map(|i| key(&i.id)).collect();
+                let retry_after_secs = guard.breakers.map(|b| b.retry_after(&ids, now)).unwrap_or(1);
+                return Outcome {
+                    result: Err(CallError::AllOpen { retry_after_secs }),
+                    instance: None,
+                    retried,
+                };
+            }
+            Err(_) => {
+                return Outcome {
+                    result: Err(CallError::NoInstances),
+                    instance: None,
+                    retried,
+                };
+            }
+        };
+        if avoid.as_deref() == Some(picked.id()) {
+            // The only instance left is the one that just failed: no retry after all.
+            return first.unwrap_or(Outcome::NONE);
+        }
+        let left = deadline.saturating_sub(started.elapsed());
+        if let Some(b) = guard.breakers {
+            b.begin(&key(picked.id()), Instant::now());
+        }
+        let result = attempt(&picked, &call, left).await;
+        if let Some(b) = guard.breakers {
+            let failed = crate::breaker::is_failure(&result.as_ref().map(|_| ()));
+            if b.record(&key(picked.id()), failed, Instant::now()) {
+                tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), "circuit breaker opened");
             }
         }
-        other => other,
-    };
-    Outcome {
-        result,
-        instance: Some(first.authority().to_owned()),
+        let retryable = match &result {
+            Err(s) => is_connection_refused(s) || (guard.idempotent && s.code() == Code::Unavailable),
+            Ok(_) => false,
+        };
+        let left = deadline.saturating_sub(started.elapsed());
+        if retryable && !retried && !left.is_zero() && balancer.instances().len() > 1 {
+            if guard.budget.withdraw() {
+                tracing::warn!(
+                    upstream = guard.upstream,
+                    failed_on = %picked.authority(),
+                    "retrying once on another instance"
+                );
+                avoid = Some(picked.id().to_owned());
+                first = Some(Outcome {
+                    result: result.map_err(CallError::Status),
+                    instance: Some(picked.authority().to_owned()),
+                    retried: false,
+                });
+                continue;
+            }
+            tracing::debug!(upstream = guard.upstream, "retry budget spent; not retrying");
+        }
+        break Outcome {
+            result: result.map_err(CallError::Status),
+            instance: Some(picked.authority().to_owned()),
+            retried,
+        };
     }
 }
 
@@ -151,14 +238,21 @@ async fn attempt(picked: &Picked, call: &Call, left: Duration) -> Result<Dynamic
         grpc.ready().await.map_err(|e| Status::from_error(Box::new(e)))?;
         grpc.unary(request, call.path.clone(), codec).await
     };
-    match tokio::time::timeout(left, exchange).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(status),
-        Err(_) => Err(Status::deadline_exceeded(format!(
+    let started = Instant::now();
+    let late = || {
+        Status::deadline_exceeded(format!(
             "{} did not answer within {} ms",
             picked.authority(),
             left.as_millis()
-        ))),
+        ))
+    };
+    match tokio::time::timeout(left, exchange).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        // tonic enforces `grpc-timeout` itself and reports it as a CANCELLED transport error;
+        // past the deadline, whatever the error, it is the deadline.
+        Ok(Err(_)) if started.elapsed() >= left => Err(late()),
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(late()),
     }
 }
 

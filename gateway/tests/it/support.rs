@@ -214,12 +214,17 @@ pub fn default_config(scratch: &Scratch, agent: &ConsulAgent) -> String {
     replaced
 }
 
-/// `text` with its `[limit.NAME]` table's body replaced by `body`.
-pub fn set_limit(text: &str, name: &str, body: &str) -> String {
-    let head = format!("[limit.{name}]\n");
-    let start = text.find(&head).unwrap_or_else(|| panic!("no [limit.{name}]")) + head.len();
+/// `text` with the body of its table `[TABLE]` (up to the next blank line) replaced by `body`.
+pub fn set_table(text: &str, table: &str, body: &str) -> String {
+    let head = format!("[{table}]\n");
+    let start = text.find(&head).unwrap_or_else(|| panic!("no [{table}]")) + head.len();
     let end = start + text[start..].find("\n\n").unwrap();
     format!("{}{}{}", &text[..start], body.trim_end(), &text[end..])
+}
+
+/// `text` with its `[limit.NAME]` table's body replaced by `body`.
+pub fn set_limit(text: &str, name: &str, body: &str) -> String {
+    set_table(text, &format!("limit.{name}"), body)
 }
 
 /// The default file with the strict per-address login and sign-up limits raised: every test

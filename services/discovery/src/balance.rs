@@ -47,6 +47,9 @@ impl Policy {
 pub enum BalanceError {
     #[error("no healthy instance of {0}")]
     NoInstances(String),
+    /// Instances exist, but the caller's filter (a circuit breaker) refused every one.
+    #[error("every instance of {0} is refused by its circuit breaker")]
+    AllExcluded(String),
     #[error("{service}: {authority} is not a usable address")]
     BadAddress { service: String, authority: String },
 }
@@ -170,15 +173,30 @@ impl Balancer {
 
     /// Picks an instance, avoiding `avoid` (by id) when another one exists.
     pub fn pick(&self, avoid: Option<&str>) -> Result<Picked, BalanceError> {
+        self.pick_where(avoid, |_| true)
+    }
+
+    /// Like [`Balancer::pick`], among the instances `allow` accepts (a caller's circuit
+    /// breakers, for instance). [`BalanceError::AllExcluded`] when instances exist but `allow`
+    /// refuses them all.
+    pub fn pick_where(
+        &self,
+        avoid: Option<&str>,
+        allow: impl Fn(&Instance) -> bool,
+    ) -> Result<Picked, BalanceError> {
         let state = self.synced();
-        let candidates: Vec<&Arc<Instance>> = state
-            .instances
-            .iter()
-            .filter(|i| avoid != Some(i.id.as_str()) || state.instances.len() == 1)
-            .collect();
-        if candidates.is_empty() {
+        if state.instances.is_empty() {
             return Err(BalanceError::NoInstances(self.service.clone()));
         }
+        let allowed: Vec<&Arc<Instance>> = state.instances.iter().filter(|i| allow(i)).collect();
+        if allowed.is_empty() {
+            return Err(BalanceError::AllExcluded(self.service.clone()));
+        }
+        let candidates: Vec<&Arc<Instance>> = allowed
+            .iter()
+            .copied()
+            .filter(|i| avoid != Some(i.id.as_str()) || allowed.len() == 1)
+            .collect();
         let chosen = match self.policy {
             Policy::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()],
             Policy::PowerOfTwo => {
@@ -342,6 +360,25 @@ mod tests {
         // Two random draws hit "busy" twice a quarter of the time; otherwise "idle" wins.
         assert!(idle_picks > 120, "{idle_picks}");
         assert_eq!(b.pick(Some("busy")).unwrap().id(), "idle");
+    }
+
+    #[tokio::test]
+    async fn a_filter_narrows_the_choice_and_says_when_it_refused_everything() {
+        let (_tx, rx) = watch::channel(set(1, &[("a", 1), ("b", 2)]));
+        let b = Balancer::new("svc", Policy::RoundRobin, rx);
+        for _ in 0..4 {
+            assert_eq!(b.pick_where(None, |i| i.id != "a").unwrap().id(), "b");
+        }
+        assert_eq!(
+            b.pick_where(None, |_| false).unwrap_err(),
+            BalanceError::AllExcluded("svc".into())
+        );
+        let (_tx, rx) = watch::channel(set(1, &[]));
+        let empty = Balancer::new("svc", Policy::RoundRobin, rx);
+        assert_eq!(
+            empty.pick_where(None, |_| false).unwrap_err(),
+            BalanceError::NoInstances("svc".into())
+        );
     }
 
     #[tokio::test]

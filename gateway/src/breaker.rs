@@ -1,0 +1,336 @@
+//! Circuit breakers per upstream instance, and the retry budget per upstream.
+//!
+//! A breaker is closed (calls flow) until `consecutive_failures` failures in a row, or a failure
+//! share above `failure_ratio` over at least `min_calls` calls in `window`; then it is open (the
+//! balancer skips the instance) for `open_for`; then one probe call decides (half-open): success
+//! closes it, failure opens it again. What counts as a failure is explicit ([`is_failure`]); a
+//! client's mistake never is.
+//!
+//! The retry budget lets retries add at most a fixed share of the recent requests (plus a small
+//! reserve), so that retries never multiply an outage.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Status};
+
+use crate::config::Breaker;
+
+/// Whether a call's outcome counts against the instance: it could not be reached, it said it is
+/// unavailable or broken, or it did not answer in time. Client errors (4xx) never count.
+pub fn is_failure(result: &Result<(), &Status>) -> bool {
+    match result {
+        Ok(()) => false,
+        Err(s) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Internal
+            ) || std::error::Error::source(s).is_some()
+        }
+    }
+}
+
+/// What the breaker of one instance is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Instance {
+    state: State,
+    consecutive: u32,
+    window_start: Instant,
+    calls: u32,
+    failures: u32,
+    /// Open: until when. Half-open: when the probe started.
+    since: Instant,
+    trips: u64,
+}
+
+/// The breakers of one `[breaker.NAME]` policy, one per upstream instance.
+#[derive(Debug)]
+pub struct Breakers {
+    config: Mutex<Breaker>,
+    instances: Mutex<HashMap<String, Instance>>,
+}
+
+/// Instances not heard from for this long are forgotten (they left the set long ago).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+impl Breakers {
+    pub fn new(config: Breaker) -> Breakers {
+        Breakers {
+            config: Mutex::new(config),
+            instances: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes the policy's new numbers (a reload); states are kept.
+    pub fn update(&self, config: Breaker) {
+        if let Ok(mut c) = self.config.lock() {
+            *c = config;
+        }
+    }
+
+    fn config(&self) -> Option<Breaker> {
+        self.config.lock().ok().map(|c| c.clone())
+    }
+
+    /// Whether a call may go to `instance` now: closed, or open long enough that a probe is due
+    /// (or a probe that never reported back is overdue).
+    pub fn available(&self, instance: &str, now: Instant) -> bool {
+        let Some(config) = self.config() else {
+            return true;
+        };
+        let Ok(map) = self.instances.lock() else {
+            return true;
+        };
+        match map.get(instance) {
+            None => true,
+            Some(i) => match i.state {
+                State::Closed => true,
+                State::Open => now >= i.since,
+                State::HalfOpen => now.saturating_duration_since(i.since) >= config.open_for,
+            },
+        }
+    }
+
+    /// A call is starting on `instance`: an open breaker whose time is up lets it through as
+    /// the probe.
+    pub fn begin(&self, instance: &str, now: Instant) {
+        let Ok(mut map) = self.instances.lock() else {
+            return;
+        };
+        if let Some(i) = map.get_mut(instance)
+            && i.state != State::Closed
+        {
+            i.state = State::HalfOpen;
+            i.since = now;
+        }
+    }
+
+    /// Records how a call on `instance` ended. Returns true when this call tripped the breaker.
+    pub fn record(&self, instance: &str, failed: bool, now: Instant) -> bool {
+        let Some(config) = self.config() else {
+            return false;
+        };
+        let Ok(mut map) = self.instances.lock() else {
+            return false;
+        };
+        if map.len() > 1_000 {
+            map.retain(|_, i| now.saturating_duration_since(i.window_start) < FORGET_AFTER);
+        }
+        let i = map.entry(instance.to_owned()).or_insert(Instance {
+            state: State::Closed,
+            consecutive: 0,
+            window_start: now,
+            calls: 0,
+            failures: 0,
+            since: now,
+            trips: 0,
+        });
+        if now.saturating_duration_since(i.window_start) >= config.window {
+            i.window_start = now;
+            i.calls = 0;
+            i.failures = 0;
+        }
+        i.calls += 1;
+        if failed {
+            i.failures += 1;
+            i.consecutive += 1;
+        } else {
+            i.consecutive = 0;
+        }
+        let trip = match i.state {
+            // The probe decides.
+            State::HalfOpen | State::Open => failed,
+            State::Closed => {
+                failed
+                    && (i.consecutive >= config.consecutive_failures
+                        || (i.calls >= config.min_calls
+                            && f64::from(i.failures) / f64::from(i.calls) > config.failure_ratio))
+            }
+        };
+        if trip {
+            i.state = State::Open;
+            i.since = now + config.open_for;
+            i.trips += 1;
+            i.window_start = now;
+            i.calls = 0;
+            i.failures = 0;
+        } else if !failed && i.state != State::Closed {
+            i.state = State::Closed;
+            i.consecutive = 0;
+        }
+        trip
+    }
+
+    /// Whole seconds until the first open breaker among `instances` lets a probe through.
+    pub fn retry_after(&self, instances: &[String], now: Instant) -> u64 {
+        let Ok(map) = self.instances.lock() else {
+            return 1;
+        };
+        instances
+            .iter()
+            .filter_map(|id| map.get(id))
+            .filter(|i| i.state == State::Open)
+            .map(|i| i.since.saturating_duration_since(now).as_secs_f64().ceil() as u64)
+            .min()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// `(instance, state, trips)` for every instance seen (for `/metrics`).
+    pub fn states(&self) -> Vec<(String, State, u64)> {
+        let Ok(map) = self.instances.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = map.iter().map(|(k, i)| (k.clone(), i.state, i.trips)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Retries may add `ratio` of the requests (plus a reserve of `reserve` for quiet times).
+/// Counted in thousandths of a retry, so that 5 requests at 20 % make exactly one.
+#[derive(Debug)]
+pub struct RetryBudget {
+    per_request: u64,
+    reserve: u64,
+    tokens: Mutex<u64>,
+}
+
+/// One retry, in the budget's unit.
+const RETRY: u64 = 1000;
+
+impl RetryBudget {
+    /// 20 % of requests, and a reserve of 10 retries.
+    pub fn new() -> RetryBudget {
+        RetryBudget::with(0.2, 10.0)
+    }
+
+    pub fn with(ratio: f64, reserve: f64) -> RetryBudget {
+        let reserve = (reserve.max(0.0) * RETRY as f64).round() as u64;
+        RetryBudget {
+            per_request: (ratio.clamp(0.0, 1.0) * RETRY as f64).round() as u64,
+            reserve,
+            tokens: Mutex::new(reserve),
+        }
+    }
+
+    /// A request was made: it earns `ratio` of a retry.
+    pub fn deposit(&self) {
+        if let Ok(mut t) = self.tokens.lock() {
+            *t = (*t + self.per_request).min(self.reserve);
+        }
+    }
+
+    /// Takes one retry if the budget has it.
+    pub fn withdraw(&self) -> bool {
+        match self.tokens.lock() {
+            Ok(mut t) if *t >= RETRY => {
+                *t -= RETRY;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Breaker {
+        Breaker {
+            name: "t".into(),
+            consecutive_failures: 3,
+            failure_ratio: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_then_one_probe_decides() {
+        let b = Breakers::new(policy());
+        let t0 = Instant::now();
+        assert!(!b.record("a", true, t0));
+        assert!(!b.record("a", true, t0));
+        assert!(b.record("a", true, t0), "third failure in a row trips");
+        assert!(!b.available("a", t0));
+        assert!(b.available("b", t0), "other instances are not affected");
+        assert_eq!(b.retry_after(&["a".into()], t0), 5);
+        // After open_for, one probe: while it runs, nothing else goes there.
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(b.available("a", t1));
+        b.begin("a", t1);
+        assert!(!b.available("a", t1));
+        // The probe fails: open again.
+        assert!(b.record("a", true, t1));
+        assert!(!b.available("a", t1 + Duration::from_secs(1)));
+        // Next probe succeeds: closed.
+        let t2 = t1 + Duration::from_secs(5);
+        b.begin("a", t2);
+        b.record("a", false, t2);
+        assert!(b.available("a", t2));
+        assert_eq!(b.states(), vec![("a".to_owned(), State::Closed, 2)]);
+    }
+
+    #[test]
+    fn opens_on_a_failure_ratio_over_enough_calls() {
+        let b = Breakers::new(policy());
+        let t0 = Instant::now();
+        // Alternating: never 3 in a row, but 6 of 11 > 50 %.
+        let mut tripped = false;
+        for n in 0..11 {
+            tripped |= b.record("a", n % 2 == 0, t0);
+        }
+        assert!(tripped);
+        assert!(!b.available("a", t0));
+    }
+
+    #[test]
+    fn only_server_side_trouble_counts() {
+        assert!(is_failure(&Err(&Status::unavailable("x"))));
+        assert!(is_failure(&Err(&Status::deadline_exceeded("x"))));
+        assert!(is_failure(&Err(&Status::internal("x"))));
+        assert!(!is_failure(&Err(&Status::not_found("x"))));
+        assert!(!is_failure(&Err(&Status::invalid_argument("x"))));
+        assert!(!is_failure(&Err(&Status::permission_denied("x"))));
+        assert!(!is_failure(&Ok(())));
+    }
+
+    #[test]
+    fn the_retry_budget_is_a_share_of_requests() {
+        let budget = RetryBudget::with(0.2, 2.0);
+        assert!(budget.withdraw() && budget.withdraw());
+        assert!(!budget.withdraw(), "the reserve is spent");
+        for _ in 0..10 {
+            budget.deposit();
+        }
+        assert!(budget.withdraw() && budget.withdraw());
+        assert!(!budget.withdraw(), "10 requests earn 2 retries");
+    }
+}
