@@ -128,6 +128,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// A fingerprint of the file's text (FNV-1a), shown by `/metrics`.
+    pub fingerprint: u64,
     pub consul: String,
     pub max_body_bytes: u64,
     /// Peers whose `X-Forwarded-For` is believed (for the client address of `ip` limits).
@@ -666,6 +668,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     match (p.0.is_empty(), descriptors) {
         (true, Some(descriptors)) => Ok(Config {
             path: path.to_owned(),
+            fingerprint: crate::metrics::fingerprint(text.as_bytes()),
             consul,
             max_body_bytes,
             trusted_proxies,

@@ -6,6 +6,7 @@
 //! - [`transcode`]: JSON to protobuf and back, driven by the descriptors;
 //! - [`breaker`]: circuit breakers per upstream instance, the retry budget;
 //! - [`limit`]: token buckets per policy and client key, the client's address;
+//! - [`metrics`]: counters and `/metrics` in the Prometheus text format;
 //! - [`upstream`]: balancers over Consul-watched or static instances, dynamic gRPC calls;
 //! - [`pipeline`]: one request from start to access log;
 //! - [`reply`]: the gateway's refusals and the one gRPC-to-HTTP status table;
@@ -14,6 +15,7 @@
 pub mod breaker;
 pub mod config;
 pub mod limit;
+pub mod metrics;
 pub mod pipeline;
 pub mod reply;
 pub mod router;

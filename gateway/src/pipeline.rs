@@ -16,9 +16,10 @@ use tonic::{Code, Status};
 
 use shop_auth::{Identity, Role, TokenRules, Verifier};
 
-use crate::breaker::Breakers;
+use crate::breaker::{self, Breakers};
 use crate::config::{Access, Config, LimitKey, Route};
 use crate::limit::{self, Decision};
+use crate::metrics::{self, Metrics, Seen};
 use crate::reply::{self, Refusal, Reply};
 use crate::router::{Found, Router};
 use crate::transcode;
@@ -40,6 +41,7 @@ pub struct Gateway {
     verifier: Option<Verifier>,
     limits: BTreeMap<String, Arc<limit::Policy>>,
     breakers: BTreeMap<String, Arc<Breakers>>,
+    metrics: Metrics,
 }
 
 /// What the access log and the response headers say about a request besides its status.
@@ -51,6 +53,10 @@ struct Trace {
     rate: Option<Decision>,
     /// The call ran a second time on another instance.
     retried: bool,
+    /// The upstream the route calls.
+    upstream: Option<String>,
+    /// The limit policy that refused the request.
+    limited_by: Option<String>,
 }
 
 impl Gateway {
@@ -104,6 +110,7 @@ impl Gateway {
             verifier,
             limits,
             breakers,
+            metrics: Metrics::default(),
         })
     }
 
@@ -125,6 +132,9 @@ impl Gateway {
         let mut reply = match self.dispatch(req, peer, &request_id, &mut trace).await {
             Ok(r) => r,
             Err(refusal) => {
+                if let Refusal::Limited { policy, .. } = &refusal {
+                    trace.limited_by = Some(policy.clone());
+                }
                 if let Refusal::Upstream(status) = &refusal {
                     tracing::debug!(request_id = %request_id, code = ?status.code(), message = status.message(), "upstream error");
                 }
@@ -140,13 +150,22 @@ impl Gateway {
             h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
             h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
         }
+        let latency = started.elapsed();
+        self.metrics.record(Seen {
+            route: trace.route.as_deref().unwrap_or("-"),
+            method: method.as_str(),
+            status: reply.status().as_u16(),
+            latency,
+            limited_by: trace.limited_by.as_deref(),
+            retried_upstream: trace.upstream.as_deref().filter(|_| trace.retried),
+        });
         tracing::info!(
             target: "access",
             method = %method,
             path = %path,
             route = trace.route.as_deref().unwrap_or("-"),
             status = reply.status().as_u16(),
-            latency_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            latency_ms = format_args!("{:.2}", latency.as_secs_f64() * 1000.0),
             upstream = trace.instance.as_deref().unwrap_or("-"),
             retried = trace.retried,
             request_id = %request_id,
@@ -168,9 +187,14 @@ impl Gateway {
     {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
-        if path == "/health" {
+        if path == "/health" || path == "/metrics" {
+            trace.route = Some(path.trim_start_matches('/').to_owned());
             return if req.method() == Method::GET || req.method() == Method::HEAD {
-                Ok(self.health())
+                Ok(if path == "/health" {
+                    self.health()
+                } else {
+                    self.metrics()
+                })
             } else {
                 Err(Refusal::MethodNotAllowed {
                     method,
@@ -191,6 +215,7 @@ impl Gateway {
         };
         let route = &self.config.routes[index];
         trace.route = Some(route.name.clone());
+        trace.upstream = Some(route.upstream.clone());
 
         let who = self.authorize(route, req.headers())?;
         self.take_token(route, who.as_ref(), peer, req.headers(), trace)?;
@@ -356,6 +381,74 @@ impl Gateway {
                 "the request body could not be read: {e}"
             ))),
         }
+    }
+
+    /// `GET /metrics`: the counters, then gauges read now from where they live.
+    fn metrics(&self) -> Reply {
+        use std::fmt::Write;
+        let mut extra = String::new();
+        metrics::header(
+            &mut extra,
+            "gateway_upstream_instances",
+            "gauge",
+            "Healthy instances the balancer holds, by upstream.",
+        );
+        for (name, n) in self.upstreams.counts() {
+            let _ = writeln!(
+                extra,
+                "gateway_upstream_instances{{upstream=\"{}\"}} {n}",
+                metrics::escape(&name)
+            );
+        }
+        metrics::header(
+            &mut extra,
+            "gateway_breaker_state",
+            "gauge",
+            "Circuit breaker per policy and instance (upstream/instance): 0 closed, 1 open, 2 half-open.",
+        );
+        let mut trips = String::new();
+        metrics::header(
+            &mut trips,
+            "gateway_breaker_trips_total",
+            "counter",
+            "Times a breaker opened, by policy and instance.",
+        );
+        for (policy, b) in &self.breakers {
+            for (instance, state, n) in b.states() {
+                let labels = format!(
+                    "policy=\"{}\",instance=\"{}\"",
+                    metrics::escape(policy),
+                    metrics::escape(&instance)
+                );
+                let code = match state {
+                    breaker::State::Closed => 0,
+                    breaker::State::Open => 1,
+                    breaker::State::HalfOpen => 2,
+                };
+                let _ = writeln!(extra, "gateway_breaker_state{{{labels}}} {code}");
+                let _ = writeln!(trips, "gateway_breaker_trips_total{{{labels}}} {n}");
+            }
+        }
+        extra.push_str(&trips);
+        metrics::header(
+            &mut extra,
+            "gateway_config_info",
+            "gauge",
+            "The loaded gateway.toml: its path and a fingerprint of its text.",
+        );
+        let _ = writeln!(
+            extra,
+            "gateway_config_info{{path=\"{}\",hash=\"{:016x}\"}} 1",
+            metrics::escape(&self.config.path.display().to_string()),
+            self.config.fingerprint
+        );
+        let mut r = reply::empty(StatusCode::OK);
+        *r.body_mut() = http_body_util::Full::new(Bytes::from(self.metrics.render(&extra)));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
     }
 
     /// Liveness and readiness: answering at all means alive; 200 means every upstream has a

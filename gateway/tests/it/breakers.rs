@@ -64,6 +64,14 @@ fn a_frozen_instance_is_skipped_after_two_failures_and_probed_back() {
     assert_eq!(timeouts, 2, "exactly consecutive_failures slow calls");
     assert!(fast.iter().all(|t| *t < Duration::from_millis(900)), "{fast:?}");
     assert!(g.logs().contains("circuit breaker opened"));
+    let m = call(&g, "GET", "/metrics", None, None).expect(200);
+    let state = format!("gateway_breaker_state{{policy=\"default\",instance=\"products/{p2}\"}} 1");
+    let trips = format!("gateway_breaker_trips_total{{policy=\"default\",instance=\"products/{p2}\"}} 1");
+    assert!(
+        m.raw.body.contains(&state) && m.raw.body.contains(&trips),
+        "{}",
+        m.raw.body
+    );
 
     // Back: after open_for one probe goes to it, succeeds, and it takes its share again.
     second.signal("CONT");
@@ -131,4 +139,7 @@ fn retries_of_failing_calls_stay_within_the_budget() {
     );
     assert!(retried >= budget - 2, "the budget is used: {retried}");
     assert_eq!(count(&logs, "GET path=/api/products/"), n);
+    let m = call(&g, "GET", "/metrics", None, None).expect(200);
+    let line = format!("gateway_retries_total{{upstream=\"products\"}} {retried}");
+    assert!(m.raw.body.contains(&line), "{line} not in:\n{}", m.raw.body);
 }

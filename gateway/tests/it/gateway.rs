@@ -139,6 +139,21 @@ fn the_request_id_goes_from_the_client_to_the_service_log_and_back() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // /metrics counts them, with the upstream's instances and the loaded file.
+    let m = s.call("GET", "/metrics", None, None).expect(200);
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    for want in [
+        "gateway_requests_total{route=\"get-product\",method=\"GET\",status=\"200\"} 2",
+        "gateway_request_duration_seconds_count{route=\"get-product\"} 2",
+        "gateway_upstream_instances{upstream=\"products\"} 1",
+        "gateway_config_info{path=",
+    ] {
+        assert!(m.raw.body.contains(want), "{want} not in:\n{}", m.raw.body);
+    }
     // The gateway's access log has one line per request with route, status, instance and id.
     let access = s.gateway.logs();
     let line = access

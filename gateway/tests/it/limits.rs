@@ -51,6 +51,14 @@ fn login_is_limited_per_address_with_retry_after_and_what_is_left() {
         g.logs().contains("status=429"),
         "the access log shows the refusal"
     );
+    let m = call(&g, "GET", "/metrics", None, None).expect(200);
+    assert!(
+        m.raw
+            .body
+            .contains("gateway_ratelimit_rejections_total{policy=\"login\"} 2"),
+        "{}",
+        m.raw.body
+    );
 }
 
 #[test]
