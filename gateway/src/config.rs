@@ -46,6 +46,9 @@ struct RawGateway {
     consul: Option<String>,
     max_body_bytes: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
+    header_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +137,12 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Peers whose `X-Forwarded-For` is believed (for the client address of `ip` limits).
     pub trusted_proxies: Vec<Cidr>,
+    /// How long a client may take to send a request's headers (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     pub descriptors: DescriptorPool,
     pub auth: Auth,
     pub listeners: Vec<SocketAddr>,
@@ -361,6 +370,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         p.add("gateway", "max_body_bytes", "expected from 1024 to 16777216");
     }
 
+    let header_timeout = duration(
+        &mut p,
+        "gateway",
+        "header_timeout",
+        raw.gateway.header_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let max_header_bytes = raw.gateway.max_header_bytes.unwrap_or(16 * 1024);
+    if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+        p.add("gateway", "max_header_bytes", "expected from 8192 to 1048576");
+    }
+    let max_connections = raw.gateway.max_connections.unwrap_or(10_000);
+    if !(1..=1_000_000).contains(&max_connections) {
+        p.add("gateway", "max_connections", "expected from 1 to 1000000");
+    }
     let mut trusted_proxies = Vec::new();
     for text in raw.gateway.trusted_proxies.iter().flatten() {
         match Cidr::parse(text) {
@@ -672,6 +696,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             consul,
             max_body_bytes,
             trusted_proxies,
+            header_timeout,
+            max_header_bytes,
+            max_connections,
             descriptors,
             auth,
             listeners,

@@ -1,6 +1,7 @@
 //! The listeners: HTTP/1.1 and HTTP/2 over cleartext (h2c, prior knowledge) on each configured
-//! address, one task per connection, and a graceful stop (no new connections, requests in
-//! flight finish within a bound).
+//! address, one task per connection, with the connection-level limits (header read timeout,
+//! request head size, connections at once), and a graceful stop (no new connections, requests
+//! in flight finish within a bound).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::pipeline::Gateway;
 
@@ -71,8 +73,23 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
 }
 
 async fn accept(listener: TcpListener, gateway: Arc<Gateway>, graceful: Arc<GracefulShutdown>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let config = gateway.config();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(config.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    let slots = Arc::new(Semaphore::new(config.max_connections));
     loop {
+        // At the cap, stop accepting: new connections wait in the kernel's backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -98,6 +115,7 @@ async fn accept(listener: TcpListener, gateway: Arc<Gateway>, graceful: Arc<Grac
             if let Err(e) = watched.await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

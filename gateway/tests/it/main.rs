@@ -8,5 +8,6 @@ mod breakers;
 mod check;
 mod gateway;
 mod limits;
+mod listener;
 mod rest;
 mod support;
