@@ -61,15 +61,7 @@ impl Answer {
 }
 
 pub fn service(scratch: &Scratch, agent: &ConsulAgent, name: &str) -> Launch {
-    Launch::new(sibling_binary(GATEWAY_BIN, name), name, scratch.path())
-        .arg("--port")
-        .arg("0")
-        .arg("--data-dir")
-        .arg(scratch.join("data").to_str().unwrap())
-        .arg("--consul")
-        .arg(agent.url())
-        .arg("--set")
-        .arg("consul.check_interval=1s")
+    agent.service(sibling_binary(GATEWAY_BIN, name), name, scratch)
 }
 
 impl Stack {

@@ -107,6 +107,25 @@ impl ConsulAgent {
     }
 
     /// `http://127.0.0.1:<http port>`, the address a Consul client is given.
+    /// How tests launch a service against this agent: `program` on port 0, its data in
+    /// `<scratch>/data`, registered here with a 1 s health check (so changes show quickly).
+    pub fn service(
+        &self,
+        program: impl Into<PathBuf>,
+        name: &str,
+        scratch: &crate::Scratch,
+    ) -> crate::Launch {
+        crate::Launch::new(program, name, scratch.path())
+            .arg("--port")
+            .arg("0")
+            .arg("--data-dir")
+            .arg(scratch.join("data").to_str().unwrap())
+            .arg("--consul")
+            .arg(self.url())
+            .arg("--set")
+            .arg("consul.check_interval=1s")
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
     }

@@ -30,15 +30,7 @@ pub struct Stack {
 }
 
 fn launch(scratch: &Scratch, agent: &ConsulAgent, bin: std::path::PathBuf, name: &str) -> Launch {
-    Launch::new(bin, name, scratch.path())
-        .arg("--port")
-        .arg("0")
-        .arg("--data-dir")
-        .arg(scratch.join("data").to_str().unwrap())
-        .arg("--consul")
-        .arg(agent.url())
-        .arg("--set")
-        .arg("consul.check_interval=1s")
+    agent.service(bin, name, scratch)
 }
 
 impl Stack {

@@ -15,15 +15,7 @@ use tonic::Code;
 const BIN: &str = env!("CARGO_BIN_EXE_user-service");
 
 fn instance(scratch: &Scratch, agent: &ConsulAgent, name: &str) -> Launch {
-    Launch::new(BIN, name, scratch.path())
-        .arg("--port")
-        .arg("0")
-        .arg("--data-dir")
-        .arg(scratch.join("data").to_str().unwrap())
-        .arg("--consul")
-        .arg(agent.url())
-        .arg("--set")
-        .arg("consul.check_interval=1s")
+    agent.service(BIN, name, scratch)
 }
 
 fn id_of(p: &Process) -> String {
