@@ -64,7 +64,12 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
     for task in accepting {
         let _ = task.await;
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    // The accept loops held the only other handles, and they have ended: this is the last one.
+    // (A fresh GracefulShutdown here would watch nothing and skip the drain.)
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        tracing::error!("the drain is still shared; stopping without waiting for requests");
+        return Ok(());
+    };
     match tokio::time::timeout(DRAIN, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained; stopped"),
         Err(_) => tracing::warn!("requests still running after {DRAIN:?}; stopping anyway"),
