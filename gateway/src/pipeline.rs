@@ -225,7 +225,7 @@ impl Gateway {
         let message =
             transcode::request(route, &params, query.as_deref(), &body).map_err(Refusal::BadRequest)?;
 
-        let balancer = self
+        let target = self
             .upstreams
             .get(&route.upstream)
             .ok_or_else(|| Refusal::NoInstances {
@@ -244,10 +244,9 @@ impl Gateway {
                 .as_ref()
                 .and_then(|b| self.breakers.get(b))
                 .map(|b| &**b),
-            budget: self.upstreams.budget(&route.upstream),
             idempotent: route.idempotent,
         };
-        let outcome = upstream::unary(balancer, call, route.timeout, guard).await;
+        let outcome = upstream::unary(target, &call, route.timeout, &guard).await;
         trace.instance = outcome.instance;
         trace.retried = outcome.retried;
         match outcome.result {
@@ -404,7 +403,7 @@ impl Gateway {
             &mut extra,
             "gateway_breaker_state",
             "gauge",
-            "Circuit breaker per policy and instance (upstream/instance): 0 closed, 1 open, 2 half-open.",
+            "Circuit breaker per policy and instance address: 0 closed, 1 open, 2 half-open.",
         );
         let mut trips = String::new();
         metrics::header(

@@ -6,7 +6,6 @@
 //! and a call reads the latest healthy set the balancer holds.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -16,20 +15,24 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use shop_discovery::balance::{BalanceError, Balancer, Picked, is_connection_refused};
+use shop_discovery::balance::{BalanceError, Balancer, Instance, Picked, is_connection_refused};
 use shop_discovery::consul::ConsulClient;
 use shop_discovery::watch::{self, WatchConfig};
 
 use crate::breaker::{Breakers, RetryBudget};
 use crate::config::{Config, Discovery};
 
-/// Every upstream's balancer and retry budget, by the name routes use.
+/// One upstream: its balancer and its retry budget.
+#[derive(Debug)]
+pub struct Upstream {
+    pub balancer: Balancer,
+    pub budget: RetryBudget,
+}
+
+/// Every upstream, by the name routes use.
 #[derive(Debug)]
 pub struct Upstreams {
-    balancers: BTreeMap<String, Arc<Balancer>>,
-    budgets: BTreeMap<String, Arc<RetryBudget>>,
-    /// For upstreams a route names but the file does not define (refused by `check`).
-    spare: RetryBudget,
+    map: BTreeMap<String, Upstream>,
 }
 
 impl Upstreams {
@@ -38,10 +41,10 @@ impl Upstreams {
     pub fn start(config: &Config) -> Result<Upstreams, String> {
         let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
         let mut client = None;
-        let mut balancers = BTreeMap::new();
+        let mut map = BTreeMap::new();
         for (name, u) in &config.upstreams {
-            let endpoints = match &u.discovery {
-                Discovery::Static(addrs) => watch::fixed(name, addrs),
+            let (service, endpoints) = match &u.discovery {
+                Discovery::Static(addrs) => (name.as_str(), watch::fixed(name, addrs)),
                 Discovery::Consul(service) => {
                     let client = match &client {
                         Some(c) => c,
@@ -50,43 +53,32 @@ impl Upstreams {
                                 .map_err(|e| format!("gateway.consul {:?}: {e}", config.consul))?,
                         ),
                     };
-                    watch::consul(client.clone(), WatchConfig::new(service))
+                    (
+                        service.as_str(),
+                        watch::consul(client.clone(), WatchConfig::new(service)),
+                    )
                 }
             };
-            let service = match &u.discovery {
-                Discovery::Consul(s) => s.clone(),
-                Discovery::Static(_) => name.clone(),
-            };
-            balancers.insert(
+            map.insert(
                 name.clone(),
-                Arc::new(Balancer::new(&service, u.balancer, endpoints)),
+                Upstream {
+                    balancer: Balancer::new(service, u.balancer, endpoints),
+                    budget: RetryBudget::new(),
+                },
             );
         }
-        let budgets = balancers
-            .keys()
-            .map(|name| (name.clone(), Arc::new(RetryBudget::new())))
-            .collect();
-        Ok(Upstreams {
-            balancers,
-            budgets,
-            spare: RetryBudget::with(0.0, 0.0),
-        })
+        Ok(Upstreams { map })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Balancer>> {
-        self.balancers.get(name)
-    }
-
-    /// The upstream's retry budget (none to spend for an unknown name).
-    pub fn budget(&self, name: &str) -> &RetryBudget {
-        self.budgets.get(name).map(|b| &**b).unwrap_or(&self.spare)
+    pub fn get(&self, name: &str) -> Option<&Upstream> {
+        self.map.get(name)
     }
 
     /// `(name, healthy instances)` for each upstream.
     pub fn counts(&self) -> Vec<(String, usize)> {
-        self.balancers
+        self.map
             .iter()
-            .map(|(name, b)| (name.clone(), b.instances().len()))
+            .map(|(name, u)| (name.clone(), u.balancer.instances().len()))
             .collect()
     }
 }
@@ -125,105 +117,101 @@ pub struct Outcome {
     pub retried: bool,
 }
 
-impl Outcome {
-    /// No instance was called (only a placeholder where the first outcome is always known).
-    const NONE: Outcome = Outcome {
-        result: Err(CallError::NoInstances),
-        instance: None,
-        retried: false,
-    };
-}
-
-/// What guards a call: the breaker policy of its route, the upstream's retry budget, and
-/// whether the route may run twice.
+/// What guards a call: the breaker policy of its route and whether the route may run twice.
 pub struct Guard<'a> {
+    /// The upstream's name, for logs.
     pub upstream: &'a str,
     pub breakers: Option<&'a Breakers>,
-    pub budget: &'a RetryBudget,
     pub idempotent: bool,
 }
 
-/// Runs `call` on an instance from `balancer` within `deadline` (sent as `grpc-timeout`),
+/// Runs `call` on an instance of `upstream` within `deadline` (sent as `grpc-timeout`),
 /// skipping instances whose breaker is open. One retry on another instance, within what is
-/// left of the deadline and only if the retry budget allows: after a refused connection
-/// (nothing was sent, so any route), or after UNAVAILABLE on an idempotent route.
-pub async fn unary(balancer: &Balancer, call: Call, deadline: Duration, guard: Guard<'_>) -> Outcome {
+/// left of the deadline and only if the upstream's retry budget allows: after a refused
+/// connection (nothing was sent, so any route), or after UNAVAILABLE on an idempotent route.
+pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: &Guard<'_>) -> Outcome {
     let started = Instant::now();
-    guard.budget.deposit();
-    let key = |id: &str| format!("{}/{id}", guard.upstream);
-    let mut avoid: Option<String> = None;
-    // The first attempt's outcome while a retry is being tried: what the client gets when the
-    // retry cannot happen after all.
-    let mut first: Option<Outcome> = None;
-    loop {
-        let retried = first.is_some();
-        let now = Instant::now();
-        let picked = balancer.pick_where(avoid.as_deref(), |i| {
-            guard.breakers.is_none_or(|b| b.available(&key(&i.id), now))
-        });
-        let picked = match picked {
-            Ok(p) => p,
-            Err(_) if first.is_some() => return first.unwrap_or(Outcome::NONE),
-            Err(BalanceError::AllExcluded(_)) => {
-                let ids: Vec<String> = balancer.instances().iter().map(|i| key(&i.id)).collect();
-                let retry_after_secs = guard.breakers.map(|b| b.retry_after(&ids, now)).unwrap_or(1);
-                return Outcome {
-                    result: Err(CallError::AllOpen { retry_after_secs }),
-                    instance: None,
-                    retried,
-                };
-            }
-            Err(_) => {
-                return Outcome {
-                    result: Err(CallError::NoInstances),
-                    instance: None,
-                    retried,
-                };
-            }
-        };
-        if avoid.as_deref() == Some(picked.id()) {
-            // The only instance left is the one that just failed: no retry after all.
-            return first.unwrap_or(Outcome::NONE);
+    upstream.budget.deposit();
+    let first = match pick(upstream, None, guard) {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome {
+                result: Err(e),
+                instance: None,
+                retried: false,
+            };
         }
-        let left = deadline.saturating_sub(started.elapsed());
-        if let Some(b) = guard.breakers {
-            b.begin(&key(picked.id()), Instant::now());
+    };
+    let result = guarded_attempt(&first, call, deadline, guard).await;
+    let retryable = matches!(&result, Err(s)
+        if is_connection_refused(s) || (guard.idempotent && s.code() == Code::Unavailable));
+    let left = deadline.saturating_sub(started.elapsed());
+    if retryable
+        && !left.is_zero()
+        && let Ok(second) = pick(upstream, Some(first.id()), guard)
+        && second.id() != first.id()
+    {
+        if upstream.budget.withdraw() {
+            tracing::warn!(
+                upstream = guard.upstream,
+                failed_on = %first.authority(),
+                retry_on = %second.authority(),
+                "retrying once on another instance"
+            );
+            let result = guarded_attempt(&second, call, left, guard).await;
+            return Outcome {
+                result: result.map_err(CallError::Status),
+                instance: Some(second.authority().to_owned()),
+                retried: true,
+            };
         }
-        let result = attempt(&picked, &call, left).await;
-        if let Some(b) = guard.breakers {
-            let failed = crate::breaker::is_failure(&result.as_ref().map(|_| ()));
-            if b.record(&key(picked.id()), failed, Instant::now()) {
-                tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), "circuit breaker opened");
-            }
-        }
-        let retryable = match &result {
-            Err(s) => is_connection_refused(s) || (guard.idempotent && s.code() == Code::Unavailable),
-            Ok(_) => false,
-        };
-        let left = deadline.saturating_sub(started.elapsed());
-        if retryable && !retried && !left.is_zero() && balancer.instances().len() > 1 {
-            if guard.budget.withdraw() {
-                tracing::warn!(
-                    upstream = guard.upstream,
-                    failed_on = %picked.authority(),
-                    "retrying once on another instance"
-                );
-                avoid = Some(picked.id().to_owned());
-                first = Some(Outcome {
-                    result: result.map_err(CallError::Status),
-                    instance: Some(picked.authority().to_owned()),
-                    retried: false,
-                });
-                continue;
-            }
-            tracing::debug!(upstream = guard.upstream, "retry budget spent; not retrying");
-        }
-        break Outcome {
-            result: result.map_err(CallError::Status),
-            instance: Some(picked.authority().to_owned()),
-            retried,
-        };
+        tracing::debug!(upstream = guard.upstream, "retry budget spent; not retrying");
     }
+    Outcome {
+        result: result.map_err(CallError::Status),
+        instance: Some(first.authority().to_owned()),
+        retried: false,
+    }
+}
+
+/// An instance whose breaker lets calls through, avoiding `avoid` when another one exists.
+fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<Picked, CallError> {
+    let now = Instant::now();
+    let allowed = |i: &Instance| guard.breakers.is_none_or(|b| b.available(&i.authority, now));
+    match upstream.balancer.pick_where(avoid, allowed) {
+        Ok(p) => Ok(p),
+        Err(BalanceError::AllExcluded(_)) => {
+            let all: Vec<String> = upstream
+                .balancer
+                .instances()
+                .iter()
+                .map(|i| i.authority.clone())
+                .collect();
+            Err(CallError::AllOpen {
+                retry_after_secs: guard.breakers.map(|b| b.retry_after(&all, now)).unwrap_or(1),
+            })
+        }
+        Err(_) => Err(CallError::NoInstances),
+    }
+}
+
+/// One attempt, told to the instance's breaker (by its address) before and after.
+async fn guarded_attempt(
+    picked: &Picked,
+    call: &Call,
+    left: Duration,
+    guard: &Guard<'_>,
+) -> Result<DynamicMessage, Status> {
+    let Some(breakers) = guard.breakers else {
+        return attempt(picked, call, left).await;
+    };
+    breakers.begin(picked.authority(), Instant::now());
+    let result = attempt(picked, call, left).await;
+    let failed = crate::breaker::is_failure(&result.as_ref().map(|_| ()));
+    if breakers.record(picked.authority(), failed, Instant::now()) {
+        tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), "circuit breaker opened");
+    }
+    result
 }
 
 async fn attempt(picked: &Picked, call: &Call, left: Duration) -> Result<DynamicMessage, Status> {

@@ -65,8 +65,8 @@ fn a_frozen_instance_is_skipped_after_two_failures_and_probed_back() {
     assert!(fast.iter().all(|t| *t < Duration::from_millis(900)), "{fast:?}");
     assert!(g.logs().contains("circuit breaker opened"));
     let m = call(&g, "GET", "/metrics", None, None).expect(200);
-    let state = format!("gateway_breaker_state{{policy=\"default\",instance=\"products/{p2}\"}} 1");
-    let trips = format!("gateway_breaker_trips_total{{policy=\"default\",instance=\"products/{p2}\"}} 1");
+    let state = format!("gateway_breaker_state{{policy=\"default\",instance=\"{p2}\"}} 1");
+    let trips = format!("gateway_breaker_trips_total{{policy=\"default\",instance=\"{p2}\"}} 1");
     assert!(
         m.raw.body.contains(&state) && m.raw.body.contains(&trips),
         "{}",
