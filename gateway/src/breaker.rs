@@ -87,7 +87,7 @@ impl Breakers {
     }
 
     fn config(&self) -> Option<Breaker> {
-        self.config.lock().ok().map(|c| c.clone())
+        self.config.lock().ok().map(|c| *c)
     }
 
     /// Whether a call may go to `instance` now: closed, or open long enough that a probe is due
@@ -263,7 +263,6 @@ mod tests {
 
     fn policy() -> Breaker {
         Breaker {
-            name: "t".into(),
             consecutive_failures: 3,
             failure_ratio: 0.5,
             min_calls: 10,

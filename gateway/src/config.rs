@@ -182,9 +182,9 @@ pub enum LimitKey {
     Global,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A `[limit.NAME]` (the name is its key in [`Config::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
-    pub name: String,
     /// Tokens added per `per`.
     pub rate: u32,
     pub per: Duration,
@@ -192,9 +192,9 @@ pub struct Limit {
     pub key: LimitKey,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A `[breaker.NAME]` (the name is its key in [`Config::breakers`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Breaker {
-    pub name: String,
     pub consecutive_failures: u32,
     pub failure_ratio: f64,
     pub min_calls: u32,
@@ -518,7 +518,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         limits.insert(
             name.clone(),
             Limit {
-                name: name.clone(),
                 rate: l.rate,
                 per: duration(&mut p, &place, "per", l.per.as_deref(), Duration::from_secs(1)),
                 burst: l.burst.unwrap_or(l.rate).max(1),
@@ -537,7 +536,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         breakers.insert(
             name.clone(),
             Breaker {
-                name: name.clone(),
                 consecutive_failures: b.consecutive_failures.unwrap_or(5).max(1),
                 failure_ratio: ratio,
                 min_calls: b.min_calls.unwrap_or(20).max(1),

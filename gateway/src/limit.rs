@@ -87,7 +87,7 @@ impl Policy {
     }
 
     pub fn limit(&self) -> Option<Limit> {
-        self.limit.lock().ok().map(|l| l.clone())
+        self.limit.lock().ok().map(|l| *l)
     }
 
     /// Buckets held now (for tests and metrics).
@@ -237,7 +237,6 @@ mod tests {
 
     fn limit(rate: u32, per: Duration, burst: u32) -> Limit {
         Limit {
-            name: "t".into(),
             rate,
             per,
             burst,

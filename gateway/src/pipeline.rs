@@ -95,12 +95,12 @@ impl Gateway {
         let limits = config
             .limits
             .iter()
-            .map(|(name, l)| (name.clone(), Arc::new(limit::Policy::new(l.clone()))))
+            .map(|(name, l)| (name.clone(), Arc::new(limit::Policy::new(*l))))
             .collect();
         let breakers = config
             .breakers
             .iter()
-            .map(|(name, b)| (name.clone(), Arc::new(Breakers::new(b.clone()))))
+            .map(|(name, b)| (name.clone(), Arc::new(Breakers::new(*b))))
             .collect();
         Ok(Gateway {
             config,
