@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shop_testkit::consul::ConsulAgent;
 use shop_testkit::http::{Response, request};
-use shop_testkit::{Launch, Process, Scratch, sibling_binary};
+use shop_testkit::{Launch, Process, Scratch, issue_service_token, sibling_binary};
 
 pub const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_gateway");
 pub const ADMIN_PASSWORD: &str = "root-password-1";
@@ -72,20 +72,11 @@ impl Stack {
             .env("SHOP_ADMIN_USER", "root")
             .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .start();
-        let (status, _, err) = Launch::new(
-            sibling_binary(GATEWAY_BIN, "user-service"),
-            "token",
-            scratch.path(),
-        )
-        .arg("issue-service-token")
-        .arg("--service")
-        .arg("order-service")
-        .arg("--data-dir")
-        .arg(scratch.join("data").to_str().unwrap())
-        .arg("--out")
-        .arg(scratch.join("data/keys/order-service.token").to_str().unwrap())
-        .run(None);
-        assert!(status.success(), "{err}");
+        issue_service_token(
+            &sibling_binary(GATEWAY_BIN, "user-service"),
+            &scratch,
+            "order-service",
+        );
         let product_launch = service(&scratch, &agent, "product-service");
         let product = product_launch.start();
         let order = service(&scratch, &agent, "order-service")

@@ -93,6 +93,23 @@ impl Drop for Scratch {
     }
 }
 
+/// Runs `user-service issue-service-token` (`user_bin`) for `service` against the keys in
+/// `<scratch>/data`, writing the token where that service reads it by default:
+/// `<scratch>/data/keys/<service>.token`.
+pub fn issue_service_token(user_bin: &Path, scratch: &Scratch, service: &str) {
+    let out = scratch.join(&format!("data/keys/{service}.token"));
+    let (status, _, err) = Launch::new(user_bin, "issue-token", scratch.path())
+        .arg("issue-service-token")
+        .arg("--service")
+        .arg(service)
+        .arg("--data-dir")
+        .arg(scratch.join("data").to_str().unwrap())
+        .arg("--out")
+        .arg(out.to_str().unwrap())
+        .run(None);
+    assert!(status.success(), "issue-service-token failed: {err}");
+}
+
 /// How to start a service binary.
 #[derive(Debug, Clone)]
 pub struct Launch {

@@ -10,7 +10,7 @@ use shop_proto::product::v1::product_service_client::ProductServiceClient;
 use shop_proto::user::v1 as user;
 use shop_proto::user::v1::user_service_client::UserServiceClient;
 use shop_testkit::consul::ConsulAgent;
-use shop_testkit::{Launch, Process, Scratch, sibling_binary};
+use shop_testkit::{Launch, Process, Scratch, issue_service_token, sibling_binary};
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -42,16 +42,7 @@ impl Stack {
             .env("SHOP_ADMIN_USER", "root")
             .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .start();
-        let (status, _, err) = Launch::new(&user_bin, "issue-token", scratch.path())
-            .arg("issue-service-token")
-            .arg("--service")
-            .arg("order-service")
-            .arg("--data-dir")
-            .arg(scratch.join("data").to_str().unwrap())
-            .arg("--out")
-            .arg(scratch.join("data/keys/order-service.token").to_str().unwrap())
-            .run(None);
-        assert!(status.success(), "{err}");
+        issue_service_token(&user_bin, &scratch, "order-service");
         let product_launch = launch(
             &scratch,
             &agent,
