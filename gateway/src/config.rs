@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, MethodDescriptor};
@@ -72,6 +73,26 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawListener {
     address: String,
+    tls: Option<RawTls>,
+    cors: Option<RawCors>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allow_origins: Vec<String>,
+    allow_methods: Option<Vec<String>>,
+    allow_headers: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    max_age: Option<String>,
+    allow_credentials: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,11 +166,49 @@ pub struct Config {
     pub max_connections: usize,
     pub descriptors: DescriptorPool,
     pub auth: Auth,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
     pub upstreams: BTreeMap<String, Upstream>,
     pub limits: BTreeMap<String, Limit>,
     pub breakers: BTreeMap<String, Breaker>,
     pub routes: Vec<Route>,
+}
+
+/// A `[[listener]]`: where to listen, and optionally TLS and CORS.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<Tls>,
+    pub cors: Option<Cors>,
+}
+
+/// A listener's certificate: the files, and the rustls configuration built from them at load
+/// (so a bad certificate is a problem of the file, found by `check`).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+/// What browsers on other origins may do (`[listener.cors]`), with the header values ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// `*` was given: any origin (never with credentials).
+    pub any_origin: bool,
+    /// Allowed origins, lower-case, as browsers send them (`https://shop.example:8443`).
+    pub origins: Vec<String>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age_secs: u64,
+    pub allow_credentials: bool,
+}
+
+impl Config {
+    /// The `[[listener]]` with this address.
+    pub fn listener(&self, address: SocketAddr) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.address == address)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,10 +489,31 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         );
     }
     for (i, l) in raw.listeners.iter().enumerate() {
+        let place = format!("listener {}", i + 1);
+        let tls = l.tls.as_ref().and_then(|t| {
+            let (cert, key) = (base.join(&t.cert), base.join(&t.key));
+            match crate::tls::server_config(&cert, &key) {
+                Ok(server) => Some(Tls {
+                    cert,
+                    key,
+                    server: Arc::new(server),
+                }),
+                Err(e) => {
+                    p.add(&place, e.key(), e.to_string());
+                    None
+                }
+            }
+        });
+        let cors = l.cors.as_ref().map(|c| cors(c, &format!("{place} cors"), &mut p));
         match l.address.parse::<SocketAddr>() {
-            Ok(a) => listeners.push(a),
+            Ok(address) => {
+                if address.port() != 0 && listeners.iter().any(|o: &Listener| o.address == address) {
+                    p.add(&place, "address", format!("{address} is listed twice"));
+                }
+                listeners.push(Listener { address, tls, cors });
+            }
             Err(_) => p.add(
-                format!("listener {}", i + 1),
+                &place,
                 "address",
                 format!("expected ip:port, got {:?}", l.address),
             ),
@@ -709,6 +789,96 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             file: path.to_owned(),
             problems: p.0,
         }),
+    }
+}
+
+/// Methods a browser may use unless `allow_methods` says otherwise: the REST contract's.
+const CORS_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// Request headers a browser may send unless `allow_headers` says otherwise.
+const CORS_HEADERS: [&str; 4] = ["authorization", "content-type", "idempotency-key", "x-request-id"];
+/// Response headers a page may read unless `expose_headers` says otherwise.
+const CORS_EXPOSE: [&str; 5] = [
+    "x-request-id",
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+];
+
+fn cors(raw: &RawCors, place: &str, p: &mut Problems) -> Cors {
+    let mut any_origin = false;
+    let mut origins = Vec::new();
+    if raw.allow_origins.is_empty() {
+        p.add(place, "allow_origins", "list at least one origin, or \"*\"");
+    }
+    for o in &raw.allow_origins {
+        if o == "*" {
+            any_origin = true;
+            continue;
+        }
+        let valid = o.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', '?', '#', ' '])
+        });
+        if valid {
+            origins.push(o.to_ascii_lowercase());
+        } else {
+            p.add(
+                place,
+                "allow_origins",
+                format!("expected \"*\" or an origin like \"https://shop.example\" (no path), got {o:?}"),
+            );
+        }
+    }
+    let allow_credentials = raw.allow_credentials.unwrap_or(false);
+    if any_origin && allow_credentials {
+        p.add(
+            place,
+            "allow_credentials",
+            "cannot be true with allow_origins = [\"*\"]: name the origins",
+        );
+    }
+    let token_list =
+        |key: &str, given: &Option<Vec<String>>, default: &[&str], p: &mut Problems, upper: bool| {
+            let items: Vec<String> = match given {
+                Some(v) => v.clone(),
+                None => default.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            for i in &items {
+                if i.is_empty()
+                    || !i
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    p.add(place, key, format!("expected header or method names, got {i:?}"));
+                }
+            }
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    if upper {
+                        i.to_ascii_uppercase()
+                    } else {
+                        i.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            items.join(", ")
+        };
+    Cors {
+        any_origin,
+        origins,
+        allow_methods: token_list("allow_methods", &raw.allow_methods, &CORS_METHODS, p, true),
+        allow_headers: token_list("allow_headers", &raw.allow_headers, &CORS_HEADERS, p, false),
+        expose_headers: token_list("expose_headers", &raw.expose_headers, &CORS_EXPOSE, p, false),
+        max_age_secs: duration(
+            p,
+            place,
+            "max_age",
+            raw.max_age.as_deref(),
+            Duration::from_secs(600),
+        )
+        .as_secs(),
+        allow_credentials,
     }
 }
 

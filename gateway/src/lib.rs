@@ -10,15 +10,21 @@
 //! - [`upstream`]: balancers over Consul-watched or static instances, dynamic gRPC calls;
 //! - [`pipeline`]: one request from start to access log;
 //! - [`reply`]: the gateway's refusals and the one gRPC-to-HTTP status table;
-//! - [`server`]: listeners (HTTP/1.1 and h2c) and the graceful stop.
+//! - [`cors`]: per-listener CORS (preflights and `Access-Control-*` headers);
+//! - [`reload`]: watching `gateway.toml` (and SIGHUP) to swap in a new configuration;
+//! - [`server`]: listeners (HTTP/1.1 and h2c, or TLS) and the graceful stop;
+//! - [`tls`]: certificates into rustls, the bounded handshake.
 
 pub mod breaker;
 pub mod config;
+pub mod cors;
 pub mod limit;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod reply;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;

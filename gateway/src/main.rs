@@ -1,7 +1,8 @@
 //! `gateway`: serves the REST API that `gateway.toml` describes, or validates the file.
 //!
 //! ```text
-//! gateway [--config PATH]          # serve (default ./gateway.toml); SIGTERM/SIGINT drain and stop
+//! gateway [--config PATH]          # serve (default ./gateway.toml); SIGTERM/SIGINT drain and stop;
+//!                                  # edits to the file and SIGHUP reload it
 //! gateway check [--config PATH]    # every problem in the file, or a summary; exit 1 on problems
 //! ```
 //!
@@ -20,7 +21,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use shop_gateway::pipeline::Gateway;
 
 const USAGE: &str = "\
-usage: gateway [--config PATH]         serve the routes in PATH (default ./gateway.toml)
+usage: gateway [--config PATH]         serve the routes in PATH (default ./gateway.toml);
+                                       edits to PATH and SIGHUP reload it while serving
        gateway check [--config PATH]   validate the file and exit (1 when it has problems)
 
 Logs go to stderr; RUST_LOG sets the filter (default: info).";
@@ -66,6 +68,11 @@ fn main() -> ExitCode {
             config.breakers.len(),
             config.listeners.len()
         );
+        for l in &config.listeners {
+            if let Some(tls) = &l.tls {
+                println!("  {}: TLS with {}", l.address, tls.cert.display());
+            }
+        }
         return ExitCode::SUCCESS;
     }
 
@@ -88,7 +95,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match shop_gateway::server::serve(gateway, stop_signal()).await {
+        let watcher = tokio::spawn(shop_gateway::reload::watch(Arc::clone(&gateway)));
+        let served = shop_gateway::server::serve(gateway, stop_signal()).await;
+        watcher.abort();
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("gateway: {e}");

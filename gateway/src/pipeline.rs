@@ -1,10 +1,14 @@
-//! One request's way through the gateway: request id, the gateway's own endpoints, route match,
-//! auth policy, body (size-limited, JSON only), JSON to protobuf, the upstream call with its
-//! deadline and metadata, protobuf to JSON, gRPC status to HTTP status, and one access-log line.
+//! One request's way through the gateway: request id, CORS, the gateway's own endpoints, route
+//! match, auth policy, rate limit, body (size-limited, JSON only), JSON to protobuf, the upstream
+//! call with its deadline and metadata, protobuf to JSON, gRPC status to HTTP status, and one
+//! access-log line. Also what a configuration turns into ([`Loaded`]) and how a new one replaces
+//! it while requests run ([`Gateway::reload`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,7 +21,8 @@ use tonic::{Code, Status};
 use shop_auth::{Identity, Role, TokenRules, Verifier};
 
 use crate::breaker::{self, Breakers};
-use crate::config::{Access, Config, LimitKey, Route};
+use crate::config::{self, Access, Config, LimitKey, Listener, Route};
+use crate::cors;
 use crate::limit::{self, Decision};
 use crate::metrics::{self, Metrics, Seen};
 use crate::reply::{self, Refusal, Reply};
@@ -32,8 +37,22 @@ const MAX_REQUEST_ID: usize = 128;
 /// The header a client sends to make `POST /api/orders` safe to retry.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// A loaded configuration and everything built from it.
+/// The gateway while it runs: the configuration in use (replaced whole by a reload) and what
+/// outlives configurations (the counters).
 pub struct Gateway {
+    /// The file reloads read.
+    path: PathBuf,
+    current: RwLock<Arc<Loaded>>,
+    metrics: Metrics,
+    reloads_ok: AtomicU64,
+    reloads_refused: AtomicU64,
+    /// One reload at a time (a signal and a file change may arrive together).
+    reloading: Mutex<()>,
+}
+
+/// A loaded configuration and everything built from it. A request holds the one that was current
+/// when it arrived until it is answered, so a reload never changes a request half-way.
+pub struct Loaded {
     config: Config,
     router: Router,
     grpc_paths: Vec<http::uri::PathAndQuery>,
@@ -41,7 +60,24 @@ pub struct Gateway {
     verifier: Option<Verifier>,
     limits: BTreeMap<String, Arc<limit::Policy>>,
     breakers: BTreeMap<String, Arc<Breakers>>,
-    metrics: Metrics,
+}
+
+/// What a reload did, for its log line.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub routes: usize,
+    pub fingerprint: u64,
+    /// Settings that changed in the file but only take effect when the gateway restarts.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Why a reload was refused; the configuration in use stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("{0}")]
+    Build(String),
 }
 
 /// What the access log and the response headers say about a request besides its status.
@@ -60,9 +96,96 @@ struct Trace {
 }
 
 impl Gateway {
-    /// Builds the router, the balancers (starting their Consul watches on the current runtime)
-    /// and, when a route needs one, the token verifier.
+    /// Builds everything `config` describes (see [`Loaded::build`]).
     pub fn new(config: Config) -> Result<Gateway, String> {
+        let path = config.path.clone();
+        let loaded = Loaded::build(config, None)?;
+        Ok(Gateway {
+            path,
+            current: RwLock::new(Arc::new(loaded)),
+            metrics: Metrics::default(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// The file this gateway was started with (and reloads).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The configuration in use now.
+    pub fn current(&self) -> Arc<Loaded> {
+        match self.current.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Reads the file again, validates it in full and, if it is good, makes it the configuration
+    /// for every request that arrives from now on. Requests already running finish on the one
+    /// they started with. Limit and breaker policies that keep their name keep their state, and
+    /// upstreams whose definition did not change keep their balancer (and its connections). On
+    /// any problem nothing changes and the error says why (the same words as `gateway check`).
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let result = config::load(&self.path)
+            .map_err(ReloadError::from)
+            .and_then(|config| {
+                let old = self.current();
+                let next = Loaded::build(config, Some(&old)).map_err(ReloadError::Build)?;
+                let done = Reloaded {
+                    routes: next.config.routes.len(),
+                    fingerprint: next.config.fingerprint,
+                    needs_restart: needs_restart(&old.config, &next.config),
+                };
+                let next = Arc::new(next);
+                match self.current.write() {
+                    Ok(mut c) => *c = next,
+                    Err(poisoned) => *poisoned.into_inner() = next,
+                }
+                Ok(done)
+            });
+        let counter = match &result {
+            Ok(_) => &self.reloads_ok,
+            Err(_) => &self.reloads_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+}
+
+/// Settings a reload reads but cannot apply to listeners that are already open.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let addresses = |c: &Config| c.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
+    if addresses(old) != addresses(new) {
+        changed.push("listener addresses");
+    }
+    let tls = |c: &Config| c.listeners.iter().map(|l| l.tls.is_some()).collect::<Vec<_>>();
+    if tls(old) != tls(new) {
+        changed.push("whether a listener uses TLS");
+    }
+    if old.header_timeout != new.header_timeout {
+        changed.push("gateway.header_timeout");
+    }
+    if old.max_header_bytes != new.max_header_bytes {
+        changed.push("gateway.max_header_bytes");
+    }
+    if old.max_connections != new.max_connections {
+        changed.push("gateway.max_connections");
+    }
+    changed
+}
+
+impl Loaded {
+    /// Builds the router, the balancers (starting Consul watches on the current runtime) and,
+    /// when a route needs one, the token verifier (reading the key file again, so a reload picks
+    /// up a rotated key). With `previous`, its limit and breaker policies of the same name are
+    /// kept (with their buckets and states; their numbers updated) and so are its upstreams
+    /// whose definition is unchanged.
+    pub fn build(config: Config, previous: Option<&Loaded>) -> Result<Loaded, String> {
         let router = Router::new(
             config
                 .routes
@@ -91,18 +214,36 @@ impl Gateway {
         } else {
             None
         };
-        let upstreams = Upstreams::start(&config)?;
+        let upstreams = Upstreams::start(&config, previous.map(|p| (&p.config, &p.upstreams)))?;
         let limits = config
             .limits
             .iter()
-            .map(|(name, l)| (name.clone(), Arc::new(limit::Policy::new(*l))))
+            .map(|(name, l)| {
+                let policy = match previous.and_then(|p| p.limits.get(name)) {
+                    Some(kept) => {
+                        kept.update(*l);
+                        Arc::clone(kept)
+                    }
+                    None => Arc::new(limit::Policy::new(*l)),
+                };
+                (name.clone(), policy)
+            })
             .collect();
         let breakers = config
             .breakers
             .iter()
-            .map(|(name, b)| (name.clone(), Arc::new(Breakers::new(*b))))
+            .map(|(name, b)| {
+                let breakers = match previous.and_then(|p| p.breakers.get(name)) {
+                    Some(kept) => {
+                        kept.update(*b);
+                        Arc::clone(kept)
+                    }
+                    None => Arc::new(Breakers::new(*b)),
+                };
+                (name.clone(), breakers)
+            })
             .collect();
-        Ok(Gateway {
+        Ok(Loaded {
             config,
             router,
             grpc_paths,
@@ -110,26 +251,43 @@ impl Gateway {
             verifier,
             limits,
             breakers,
-            metrics: Metrics::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
+}
 
-    /// Answers one request. Never fails: every problem becomes an error reply.
-    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Reply
+impl Gateway {
+    /// Answers one request that arrived on `listener` (as it was configured when it opened).
+    /// Never fails: every problem becomes an error reply.
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr, listener: &Listener) -> Reply
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let loaded = self.current();
         let request_id = request_id(req.headers());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        // The listener's CORS as the file says now (by address); as it opened when the file no
+        // longer lists it.
+        let cors = match loaded.config.listener(listener.address) {
+            Some(l) => l.cors.as_ref(),
+            None => listener.cors.as_ref(),
+        };
+        let origin = cors.and_then(|c| cors::allowed_origin(c, req.headers()));
         let mut trace = Trace::default();
-        let mut reply = match self.dispatch(req, peer, &request_id, &mut trace).await {
+        let outcome = match cors.map(|c| cors::preflight(c, origin.as_ref(), &req)) {
+            Some(Some(answer)) => {
+                trace.route = Some("preflight".to_owned());
+                answer
+            }
+            _ => self.dispatch(&loaded, req, peer, &request_id, &mut trace).await,
+        };
+        let mut reply = match outcome {
             Ok(r) => r,
             Err(refusal) => {
                 if let Refusal::Limited { policy, .. } = &refusal {
@@ -149,6 +307,9 @@ impl Gateway {
             h.insert("ratelimit-limit", HeaderValue::from(d.limit));
             h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
             h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+        }
+        if let (Some(c), Some(o)) = (cors, origin) {
+            cors::allow(c, o, reply.headers_mut());
         }
         let latency = started.elapsed();
         self.metrics.record(Seen {
@@ -176,6 +337,7 @@ impl Gateway {
 
     async fn dispatch<B>(
         &self,
+        loaded: &Loaded,
         req: Request<B>,
         peer: SocketAddr,
         request_id: &str,
@@ -191,9 +353,9 @@ impl Gateway {
             trace.route = Some(path.trim_start_matches('/').to_owned());
             return if req.method() == Method::GET || req.method() == Method::HEAD {
                 Ok(if path == "/health" {
-                    self.health()
+                    loaded.health()
                 } else {
-                    self.metrics()
+                    self.metrics(loaded)
                 })
             } else {
                 Err(Refusal::MethodNotAllowed {
@@ -203,6 +365,51 @@ impl Gateway {
                 })
             };
         }
+        loaded.route(req, peer, request_id, trace).await
+    }
+
+    /// `GET /metrics`: the counters, then gauges read now from where they live.
+    fn metrics(&self, loaded: &Loaded) -> Reply {
+        use std::fmt::Write;
+        let mut extra = loaded.gauges();
+        metrics::header(
+            &mut extra,
+            "gateway_config_reloads_total",
+            "counter",
+            "Reloads of the configuration file, by result (ok or refused).",
+        );
+        for (result, counter) in [("ok", &self.reloads_ok), ("refused", &self.reloads_refused)] {
+            let _ = writeln!(
+                extra,
+                "gateway_config_reloads_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let mut r = reply::empty(StatusCode::OK);
+        *r.body_mut() = http_body_util::Full::new(Bytes::from(self.metrics.render(&extra)));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+}
+
+impl Loaded {
+    /// A request for one of the routes: match, auth, limit, body, call, reply.
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        peer: SocketAddr,
+        request_id: &str,
+        trace: &mut Trace,
+    ) -> Result<Reply, Refusal>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
         let (index, params) = match self.router.find(&method, &path) {
             Found::Route(i, params) => (i, params),
             Found::MethodNotAllowed(allow) => return Err(Refusal::MethodNotAllowed { method, path, allow }),
@@ -382,8 +589,9 @@ impl Gateway {
         }
     }
 
-    /// `GET /metrics`: the counters, then gauges read now from where they live.
-    fn metrics(&self) -> Reply {
+    /// The gauges `/metrics` reads from this configuration: instances per upstream, breaker
+    /// states and trips, buckets held per limit policy, and which file is loaded.
+    fn gauges(&self) -> String {
         use std::fmt::Write;
         let mut extra = String::new();
         metrics::header(
@@ -441,13 +649,21 @@ impl Gateway {
             metrics::escape(&self.config.path.display().to_string()),
             self.config.fingerprint
         );
-        let mut r = reply::empty(StatusCode::OK);
-        *r.body_mut() = http_body_util::Full::new(Bytes::from(self.metrics.render(&extra)));
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        metrics::header(
+            &mut extra,
+            "gateway_ratelimit_buckets",
+            "gauge",
+            "Token buckets held, by limit policy (idle ones are forgotten).",
         );
-        r
+        for (name, policy) in &self.limits {
+            let _ = writeln!(
+                extra,
+                "gateway_ratelimit_buckets{{policy=\"{}\"}} {}",
+                metrics::escape(name),
+                policy.buckets()
+            );
+        }
+        extra
     }
 
     /// Liveness and readiness: answering at all means alive; 200 means every upstream has a

@@ -6,6 +6,7 @@
 //! and a call reads the latest healthy set the balancer holds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -29,20 +30,34 @@ pub struct Upstream {
     pub budget: RetryBudget,
 }
 
-/// Every upstream, by the name routes use.
+/// Every upstream, by the name routes use. Shared with the configuration that follows on a
+/// reload when the definition is the same, so a reload keeps connections, watches and budgets.
 #[derive(Debug)]
 pub struct Upstreams {
-    map: BTreeMap<String, Upstream>,
+    map: BTreeMap<String, Arc<Upstream>>,
 }
 
 impl Upstreams {
     /// Starts a watch per Consul upstream (on the current runtime) and builds the balancers.
-    /// `CONSUL_HTTP_TOKEN`, when set, is sent to Consul as the ACL token.
-    pub fn start(config: &Config) -> Result<Upstreams, String> {
+    /// `CONSUL_HTTP_TOKEN`, when set, is sent to Consul as the ACL token. With `previous` (the
+    /// configuration being replaced), upstreams it defines the same way are taken over as they
+    /// are; the others' watches stop once the old configuration's last request is done.
+    pub fn start(config: &Config, previous: Option<(&Config, &Upstreams)>) -> Result<Upstreams, String> {
         let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
         let mut client = None;
         let mut map = BTreeMap::new();
         for (name, u) in &config.upstreams {
+            let same = |(old, ups): (&Config, &Upstreams)| {
+                let before = old.upstreams.get(name)?;
+                let unchanged = before.discovery == u.discovery
+                    && before.balancer == u.balancer
+                    && (matches!(u.discovery, Discovery::Static(_)) || old.consul == config.consul);
+                unchanged.then(|| ups.map.get(name).cloned()).flatten()
+            };
+            if let Some(kept) = previous.and_then(same) {
+                map.insert(name.clone(), kept);
+                continue;
+            }
             let (service, endpoints) = match &u.discovery {
                 Discovery::Static(addrs) => (name.as_str(), watch::fixed(name, addrs)),
                 Discovery::Consul(service) => {
@@ -61,17 +76,17 @@ impl Upstreams {
             };
             map.insert(
                 name.clone(),
-                Upstream {
+                Arc::new(Upstream {
                     balancer: Balancer::new(service, u.balancer, endpoints),
                     budget: RetryBudget::new(),
-                },
+                }),
             );
         }
         Ok(Upstreams { map })
     }
 
     pub fn get(&self, name: &str) -> Option<&Upstream> {
-        self.map.get(name)
+        self.map.get(name).map(|u| &**u)
     }
 
     /// `(name, healthy instances)` for each upstream.

@@ -9,5 +9,7 @@ mod check;
 mod gateway;
 mod limits;
 mod listener;
+mod reload;
 mod rest;
 mod support;
+mod tls;
