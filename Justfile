@@ -214,7 +214,7 @@ demo:
     @echo
     cargo run -q -p shop-examples --bin discover-products
 
-# Benchmarks: the gateway next to direct gRPC, then login timing (release; own processes and data; docs/benchmarks.md).
+# Benchmarks: a plain hyper server, the gateway (policies on) and direct gRPC in one run, then login timing (release; own processes and data; docs/benchmarks.md).
 bench seconds="10" concurrency="32":
     #!/usr/bin/env bash
     set -euo pipefail
@@ -245,10 +245,11 @@ bench seconds="10" concurrency="32":
         -e "s|^public_key = .*|public_key = \"$dir/data/keys/token-signing.pub.pem\"|" \
         gateway.toml > "$dir/gateway.toml"
     gateway="$(start gateway target/release/gateway --config "$dir/gateway.toml")"
+    plain="$(start plain target/release/fixed-body 127.0.0.1:0)"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo "client, gateway and service share these cores"
     echo
-    target/release/gateway-bench --gateway "$gateway" --grpc "http://$product" --id 1 \
+    target/release/gateway-bench --plain "$plain" --gateway "$gateway" --grpc "http://$product" --id 1 \
         --seconds {{seconds}} --concurrency {{concurrency}}
     echo
     target/release/login-timing "http://$user" 200

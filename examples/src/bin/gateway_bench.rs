@@ -1,11 +1,12 @@
-//! Measures `GET /api/products/{id}` through the gateway (HTTP/1.1, keep-alive) next to the same
-//! call made directly to the product service over gRPC, in one run with the same load: prints
-//! requests per second and latency percentiles. Asserts nothing (see docs/benchmarks.md).
+//! Measures `GET /api/products/{id}` through the gateway (HTTP/1.1, keep-alive) next to a plain
+//! hyper server that returns a fixed body of the same size (`fixed-body`: the HTTP floor) and
+//! the same call made directly to the product service over gRPC, in one run with the same load:
+//! prints requests per second and latency percentiles. Asserts nothing (see docs/benchmarks.md).
 //!
 //! ```text
 //! just bench       # starts release binaries on free ports and runs this
-//! cargo run --release -p shop-examples --bin gateway-bench -- \
-//!     --gateway 127.0.0.1:8080 --grpc http://127.0.0.1:5003 --id 1 --seconds 10 --concurrency 32
+//! cargo run --release -p shop-examples --bin gateway-bench -- --gateway 127.0.0.1:8080 \
+//!     --plain 127.0.0.1:9000 --grpc http://127.0.0.1:5003 --id 1 --seconds 10 --concurrency 32
 //! ```
 
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use tokio::sync::Mutex;
 
 struct Options {
     gateway: String,
+    /// A `fixed-body` server to measure first, when given.
+    plain: Option<String>,
     grpc: String,
     id: i64,
     seconds: u64,
@@ -30,6 +33,7 @@ struct Options {
 fn options() -> Result<Options, String> {
     let mut o = Options {
         gateway: "127.0.0.1:8080".to_owned(),
+        plain: None,
         grpc: "http://127.0.0.1:5003".to_owned(),
         id: 1,
         seconds: 10,
@@ -41,6 +45,7 @@ fn options() -> Result<Options, String> {
         let bad = |_| format!("{flag}: {value:?} is not a number");
         match flag.as_str() {
             "--gateway" => o.gateway = value,
+            "--plain" => o.plain = Some(value),
             "--grpc" => o.grpc = value,
             "--id" => o.id = value.parse().map_err(bad)?,
             "--seconds" => o.seconds = value.parse().map_err(bad)?,
@@ -124,25 +129,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         o.id, o.seconds, o.concurrency
     );
 
-    // Through the gateway: JSON over HTTP/1.1, pooled keep-alive connections.
+    // The same HTTP/1.1 client for both: pooled keep-alive connections.
     let http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(o.concurrency)
         .build_http::<Empty<Bytes>>();
+    let http_call = |uri: hyper::Uri| {
+        let http = http.clone();
+        move || {
+            let http = http.clone();
+            let uri = uri.clone();
+            async move {
+                match http.get(uri).await {
+                    Ok(r) if r.status() == 200 => r.into_body().collect().await.is_ok(),
+                    _ => false,
+                }
+            }
+        }
+    };
+
+    if let Some(plain) = &o.plain {
+        let uri: hyper::Uri = format!("http://{plain}/").parse()?;
+        let call = http_call(uri);
+        load(o.concurrency, warm, call.clone()).await;
+        let (tally, elapsed) = load(o.concurrency, length, call).await;
+        report("plain hyper, fixed body", tally, elapsed);
+    }
+
+    // Through the gateway: JSON over HTTP/1.1, routed, limited, transcoded, called over gRPC.
     let uri: hyper::Uri = format!("http://{}/api/products/{}", o.gateway, o.id).parse()?;
     let probe = http.get(uri.clone()).await?;
     if probe.status() != 200 {
         return Err(format!("the gateway answered {} for {uri}", probe.status()).into());
     }
-    let gateway_call = move || {
-        let http = http.clone();
-        let uri = uri.clone();
-        async move {
-            match http.get(uri).await {
-                Ok(r) if r.status() == 200 => r.into_body().collect().await.is_ok(),
-                _ => false,
-            }
-        }
-    };
+    let gateway_call = http_call(uri);
     load(o.concurrency, warm, gateway_call.clone()).await;
     let (tally, elapsed) = load(o.concurrency, length, gateway_call).await;
     report("gateway (HTTP/1.1 + JSON)", tally, elapsed);
