@@ -42,6 +42,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub struct Gateway {
     /// The file reloads read.
     path: PathBuf,
+    /// What the listeners opened with (a reload that changes it says a restart is needed).
+    sockets: Sockets,
     current: RwLock<Arc<Loaded>>,
     metrics: Metrics,
     reloads_ok: AtomicU64,
@@ -99,9 +101,11 @@ impl Gateway {
     /// Builds everything `config` describes (see [`Loaded::build`]).
     pub fn new(config: Config) -> Result<Gateway, String> {
         let path = config.path.clone();
+        let sockets = Sockets::of(&config);
         let loaded = Loaded::build(config, None)?;
         Ok(Gateway {
             path,
+            sockets,
             current: RwLock::new(Arc::new(loaded)),
             metrics: Metrics::default(),
             reloads_ok: AtomicU64::new(0),
@@ -138,7 +142,7 @@ impl Gateway {
                 let done = Reloaded {
                     routes: next.config.routes.len(),
                     fingerprint: next.config.fingerprint,
-                    needs_restart: needs_restart(&old.config, &next.config),
+                    needs_restart: self.sockets.differences(&Sockets::of(&next.config)),
                 };
                 let next = Arc::new(next);
                 match self.current.write() {
@@ -156,27 +160,46 @@ impl Gateway {
     }
 }
 
-/// Settings a reload reads but cannot apply to listeners that are already open.
-fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let addresses = |c: &Config| c.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
-    if addresses(old) != addresses(new) {
-        changed.push("listener addresses");
+/// What the listeners were opened with: the settings a reload cannot change.
+#[derive(Debug, Clone, PartialEq)]
+struct Sockets {
+    /// Address, and whether it speaks TLS.
+    listeners: Vec<(SocketAddr, bool)>,
+    header_timeout: std::time::Duration,
+    max_header_bytes: usize,
+    max_connections: usize,
+}
+
+impl Sockets {
+    fn of(c: &Config) -> Sockets {
+        Sockets {
+            listeners: c.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
+            header_timeout: c.header_timeout,
+            max_header_bytes: c.max_header_bytes,
+            max_connections: c.max_connections,
+        }
     }
-    let tls = |c: &Config| c.listeners.iter().map(|l| l.tls.is_some()).collect::<Vec<_>>();
-    if tls(old) != tls(new) {
-        changed.push("whether a listener uses TLS");
+
+    /// What `new` says differently, named as in the file.
+    fn differences(&self, new: &Sockets) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let addresses = |s: &Sockets| s.listeners.iter().map(|l| l.0).collect::<Vec<_>>();
+        if addresses(self) != addresses(new) {
+            changed.push("listener addresses");
+        } else if self.listeners != new.listeners {
+            changed.push("whether a listener uses TLS");
+        }
+        if self.header_timeout != new.header_timeout {
+            changed.push("gateway.header_timeout");
+        }
+        if self.max_header_bytes != new.max_header_bytes {
+            changed.push("gateway.max_header_bytes");
+        }
+        if self.max_connections != new.max_connections {
+            changed.push("gateway.max_connections");
+        }
+        changed
     }
-    if old.header_timeout != new.header_timeout {
-        changed.push("gateway.header_timeout");
-    }
-    if old.max_header_bytes != new.max_header_bytes {
-        changed.push("gateway.max_header_bytes");
-    }
-    if old.max_connections != new.max_connections {
-        changed.push("gateway.max_connections");
-    }
-    changed
 }
 
 impl Loaded {
@@ -215,6 +238,8 @@ impl Loaded {
             None
         };
         let upstreams = Upstreams::start(&config, previous.map(|p| (&p.config, &p.upstreams)))?;
+        // Kept policies take their new numbers here, after the last step that can fail: a
+        // refused reload leaves them as they were.
         let limits = config
             .limits
             .iter()
@@ -766,6 +791,26 @@ fn metadata(headers: &HeaderMap, request_id: &str) -> MetadataMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_names_the_socket_settings_it_cannot_apply() {
+        let text = include_str!("../../gateway.toml");
+        let parse = |t: &str| config::parse(std::path::Path::new("gateway.toml"), t).unwrap();
+        let started = Sockets::of(&parse(text));
+        assert!(started.differences(&Sockets::of(&parse(text))).is_empty());
+        let moved = text.replace("127.0.0.1:8080", "127.0.0.1:8081").replace(
+            "trusted_proxies = []",
+            "trusted_proxies = []\nheader_timeout = \"5s\"",
+        );
+        assert_eq!(
+            started.differences(&Sockets::of(&parse(&moved))),
+            ["listener addresses", "gateway.header_timeout"]
+        );
+        // Routes and policies are not socket settings.
+        let routes = text.replace("rate = 50\n", "rate = 60\n");
+        assert_ne!(routes, text);
+        assert!(started.differences(&Sockets::of(&parse(&routes))).is_empty());
+    }
 
     #[test]
     fn a_clients_request_id_is_kept_when_sane() {
