@@ -25,6 +25,38 @@ test:
     SHOP_CONSUL_BIN="$(services/discovery/scripts/get-consul)"
     export SHOP_CONSUL_BIN
     cargo test --workspace --locked
+    just stack-test
+
+# The stack as a newcomer runs it: `just up product=2` on the real ports, the REST walkthrough and the seed's curls through :8080, `just down`, nothing left running or listening.
+stack-test:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    ports=(8080 8500 5001 5002 5003)
+    listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+    for port in "${ports[@]}"; do
+        if listening "$port"; then
+            why="127.0.0.1:$port is in use (a running stack? \`just down\` first)"
+            # CI sets SHOP_STACK_TEST=require: there a busy port is a failure, not a skip.
+            if [ "${SHOP_STACK_TEST:-}" = require ]; then echo "stack test: $why" >&2; exit 1; fi
+            echo "stack test SKIPPED: $why"
+            exit 0
+        fi
+    done
+    trap 'just down > /dev/null 2>&1 || true' EXIT
+    just up product=2
+    pids="$(cat {{run_dir}}/pids/*.pid)"
+    # Both product instances serve through the gateway.
+    curl -s http://127.0.0.1:8080/health | grep -q '"products":{"instances":2}' \
+        || { echo "the gateway does not see two product instances: $(curl -s http://127.0.0.1:8080/health)" >&2; exit 1; }
+    cargo run -q --locked -p shop-examples --bin rest-walkthrough
+    bash examples/seed-curls.sh http://127.0.0.1:8080
+    just down
+    trap - EXIT
+    left=""
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null && left="$left pid $pid"; done
+    for port in "${ports[@]}"; do listening "$port" && left="$left :$port"; done
+    if [ -n "$left" ]; then echo "stack test: still running after just down:$left" >&2; exit 1; fi
+    echo "stack test: up, walked, curled, down; nothing left running or listening"
 
 # Format the code.
 fmt:
@@ -35,10 +67,20 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003, gateway :8080.
-up: build consul
+# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003, gateway :8080. `just up product=3` runs three product instances (also user=N).
+up *scale: build consul
     #!/usr/bin/env bash
     set -euo pipefail
+    # Instances per service: the first on its fixed port, the others on free ports; Consul
+    # tells the gateway (and the order service) about all of them. The order service runs once:
+    # its start-up recovery assumes no other instance is mid-order on the same database.
+    declare -A instances=([user-service]=1 [product-service]=1)
+    for arg in {{scale}}; do
+        case "$arg" in
+            user=[1-9]|product=[1-9]) instances[${arg%%=*}-service]="${arg#*=}" ;;
+            *) echo "just up: unknown argument '$arg' (expected product=N or user=N, N from 1 to 9)" >&2; exit 1 ;;
+        esac
+    done
     mkdir -p {{run_dir}}/logs {{run_dir}}/data {{run_dir}}/pids
     chmod 700 {{run_dir}}
     admin_user="${SHOP_ADMIN_USER:-admin}"
@@ -79,23 +121,35 @@ up: build consul
         echo "$name did not become ready within 60 s; see $log" >&2
         exit 1
     }
+    # healthy NAME [N]: waits until Consul has at least N passing instances of NAME.
     healthy() {
-        for _ in $(seq 1 100); do
-            if curl -s --max-time 2 "http://127.0.0.1:8500/v1/health/service/$1?passing" | grep -q '"ID"'; then
-                echo "$1 is healthy in Consul"
+        local want="${2:-1}" have=0
+        for _ in $(seq 1 150); do
+            have="$(curl -s --max-time 2 "http://127.0.0.1:8500/v1/health/service/$1?passing" | { grep -Eo '"Service": *[{]' || true; } | wc -l)"
+            if [ "$have" -ge "$want" ]; then
+                echo "$1 is healthy in Consul ($have instance$([ "$have" = 1 ] || echo s))"
                 return
             fi
             sleep 0.1
         done
-        echo "$1 did not become healthy in Consul within 10 s; see {{run_dir}}/logs/$1.log" >&2
+        echo "$1: $have of $want instances healthy in Consul after 15 s; see {{run_dir}}/logs/$1*.log" >&2
         exit 1
+    }
+    # more NAME BINARY ARGS...: the extra instances of NAME asked for, on free ports.
+    more() {
+        local name="$1"; shift
+        for i in $(seq 2 "${instances[$name]}"); do
+            start "$name-$i" "$@" --port 0
+        done
     }
     # The user service first: it creates the token key pair the others verify with.
     start user-service {{bin_dir}}/user-service --data-dir {{run_dir}}/data
-    healthy user-service
+    more user-service {{bin_dir}}/user-service --data-dir {{run_dir}}/data
+    healthy user-service "${instances[user-service]}"
     {{bin_dir}}/product-service seed --data-dir {{run_dir}}/data 2>> {{run_dir}}/logs/product-service.log
     start product-service {{bin_dir}}/product-service --data-dir {{run_dir}}/data
-    healthy product-service
+    more product-service {{bin_dir}}/product-service --data-dir {{run_dir}}/data
+    healthy product-service "${instances[product-service]}"
     # The order service's own identity for inventory calls, signed by the user service.
     {{bin_dir}}/user-service issue-service-token --service order-service --data-dir {{run_dir}}/data \
         --out {{run_dir}}/data/keys/order-service.token 2>> {{run_dir}}/logs/user-service.log
@@ -188,7 +242,7 @@ down:
         rm -f "$pidfile"
     done
 
-# Show what `just up` started and whether it still runs.
+# Show what `just up` started, whether it still runs, and what Consul sees.
 status:
     #!/usr/bin/env bash
     shopt -s nullglob
@@ -199,6 +253,17 @@ status:
         if kill -0 "$pid" 2>/dev/null; then echo "$name: running (pid $pid)"; else echo "$name: not running (stale pid $pid)"; fi
     done
     [ "$found" = 1 ] || echo "nothing started by just up"
+    if curl -s -o /dev/null --max-time 2 http://127.0.0.1:8500/v1/status/leader; then
+        echo
+        echo "Consul (127.0.0.1:8500) sees these healthy instances:"
+        for svc in user-service product-service order-service; do
+            ids="$(curl -s --max-time 2 "http://127.0.0.1:8500/v1/health/service/$svc?passing" \
+                | { grep -Eo "\"ID\": *\"$svc-[^\"]*\"" || true; } | sed -E "s/.*\"$svc-([^\"]*)\"/\1/" | tr '\n' ' ')"
+            echo "  $svc: ${ids:-none}"
+        done
+    else
+        echo "Consul does not answer on 127.0.0.1:8500"
+    fi
 
 # Follow the logs of everything `just up` started.
 logs:
