@@ -6,6 +6,7 @@
 
 mod breakers;
 mod check;
+mod docs;
 mod gateway;
 mod limits;
 mod listener;
