@@ -58,6 +58,10 @@ stack-test:
     if [ -n "$left" ]; then echo "stack test: still running after just down:$left" >&2; exit 1; fi
     echo "stack test: up, walked, curled, down; nothing left running or listening"
 
+# Validate docker-compose.yml without a Docker engine (Compose from PyPI into .tools/, plus examples/compose/check.py).
+compose-check:
+    bash examples/compose/check.sh
+
 # Format the code.
 fmt:
     cargo fmt --all

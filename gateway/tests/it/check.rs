@@ -1,5 +1,6 @@
 //! `gateway check`: the default gateway.toml is valid, and each kind of mistake is reported
-//! with the file, the route or table, the key and what is wrong, all of them at once.
+//! with the file, the route or table, the key and what is wrong, all of them at once; the
+//! example variants in examples/ are valid.
 
 use shop_testkit::{Launch, Scratch};
 
@@ -191,4 +192,55 @@ fn a_new_service_needs_only_its_proto_file() {
         "the new route resolves from the .proto file:\n{out}"
     );
     assert!(out.contains("no service \"shop.user.v1.UserService\""), "{out}");
+}
+
+#[test]
+fn the_example_variants_are_valid_and_differ_as_they_say() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let scratch = Scratch::new("check-examples");
+    for (file, must, must_not) in [
+        ("examples/gateway-static.toml", "consul = \"\"", "\nservice = "),
+        (
+            "examples/gateway-strict.toml",
+            "limit = \"browse\"",
+            "per = \"1m\"",
+        ),
+    ] {
+        let path = format!("{root}/{file}");
+        let (status, out, err) = Launch::new(BIN, "check", scratch.path())
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .run(None);
+        assert!(status.success(), "{file}: {err}");
+        assert!(out.contains(": ok: 15 routes"), "{out}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(must) && !text.contains(must_not), "{file}");
+    }
+}
+
+#[test]
+fn the_compose_file_is_the_default_file_with_its_three_addresses() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let body = |text: &str| text[text.find("[gateway]").unwrap()..].to_owned();
+    let want = body(&default_file())
+        .replace(
+            "consul = \"http://127.0.0.1:8500\"",
+            "consul = \"http://172.28.0.2:8500\"",
+        )
+        .replace(
+            "public_key = \".run/data/keys/token-signing.pub.pem\"",
+            "public_key = \"/var/lib/shop/keys/token-signing.pub.pem\"",
+        )
+        .replace("address = \"127.0.0.1:8080\"", "address = \"0.0.0.0:8080\"");
+    let compose = std::fs::read_to_string(format!("{root}/examples/compose/gateway.toml")).unwrap();
+    assert!(
+        body(&compose) == want,
+        "examples/compose/gateway.toml drifted from gateway.toml: regenerate it from the default \
+         file with the three addresses changed"
+    );
+    let scratch = Scratch::new("check-compose");
+    // Valid as a file too (the key path is the container's, so only the schema is checked).
+    let (ok, out) = check(&scratch, &compose);
+    assert!(ok, "{out}");
 }

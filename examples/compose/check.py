@@ -1,0 +1,62 @@
+"""What `docker-compose config` does not check about docker-compose.yml: that every build points
+at a Dockerfile that exists and defines the target, that the files the Dockerfile copies from
+the repository exist, that fixed addresses are unique and inside the network's subnet, and that
+every service and the gateway's file name the Consul container's address."""
+
+import ipaddress
+import pathlib
+import re
+import sys
+
+import yaml
+
+root = pathlib.Path(__file__).resolve().parents[2]
+compose = yaml.safe_load((root / sys.argv[1]).read_text())
+problems = []
+
+subnet = ipaddress.ip_network(compose["networks"]["shop"]["ipam"]["config"][0]["subnet"])
+consul_ip = compose["services"]["consul"]["networks"]["shop"]["ipv4_address"]
+consul_url = f"http://{consul_ip}:8500"
+seen = {}
+for name, svc in compose["services"].items():
+    build = svc.get("build")
+    if build:
+        dockerfile = root / build.get("context", ".") / build["dockerfile"]
+        if not dockerfile.is_file():
+            problems.append(f"{name}: no Dockerfile at {dockerfile}")
+            continue
+        text = dockerfile.read_text()
+        targets = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M | re.I)
+        if build.get("target") not in targets:
+            problems.append(f"{name}: target {build.get('target')!r} not in {dockerfile.name} ({targets})")
+        for src in re.findall(r"^COPY\s+(?!--from)(\S+)\s", text, re.M):
+            if src != "." and not (root / src).exists():
+                problems.append(f"{dockerfile.name}: COPY {src}: no such file in the repository")
+    nets = svc.get("networks")
+    if isinstance(nets, dict):
+        ip = (nets.get("shop") or {}).get("ipv4_address")
+        if ip:
+            if ipaddress.ip_address(ip) not in subnet:
+                problems.append(f"{name}: {ip} is outside {subnet}")
+            if ip in seen:
+                problems.append(f"{name}: {ip} is also {seen[ip]}'s address")
+            seen[ip] = name
+            advertise = (svc.get("environment") or {}).get("SHOP_CONSUL_ADVERTISE")
+            if advertise and advertise != ip:
+                problems.append(f"{name}: announces {advertise} but has {ip}")
+    env = svc.get("environment") or {}
+    if "SHOP_CONSUL_ADDR" in env and env["SHOP_CONSUL_ADDR"] != consul_url:
+        problems.append(f"{name}: SHOP_CONSUL_ADDR {env['SHOP_CONSUL_ADDR']} is not {consul_url}")
+    if name in ("user", "product-1", "product-2", "order") and "SHOP_CONSUL_ADVERTISE" not in env:
+        problems.append(f"{name}: no SHOP_CONSUL_ADVERTISE: Consul would announce its own address")
+
+gateway_toml = (root / "examples/compose/gateway.toml").read_text()
+if f'consul = "{consul_url}"' not in gateway_toml:
+    problems.append(f"examples/compose/gateway.toml does not name Consul at {consul_url}")
+
+if problems:
+    print("docker-compose.yml: " + str(len(problems)) + " problem(s)", file=sys.stderr)
+    for p in problems:
+        print("  " + p, file=sys.stderr)
+    sys.exit(1)
+print(f"docker-compose.yml: ok ({len(compose['services'])} services, Consul at {consul_url})")
