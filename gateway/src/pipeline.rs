@@ -34,6 +34,8 @@ use crate::upstream::{self, Call, CallError, Guard, Upstreams};
 pub const REQUEST_ID: &str = "x-request-id";
 /// Longest request id taken from a client; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
+/// How long a reload waits for new upstreams' first instances before swapping anyway.
+const FIRST_INSTANCES: std::time::Duration = std::time::Duration::from_secs(2);
 /// The header a client sends to make `POST /api/orders` safe to retry.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -128,7 +130,8 @@ impl Gateway {
     }
 
     /// Reads the file again, validates it in full and, if it is good, makes it the configuration
-    /// for every request that arrives from now on. Requests already running finish on the one
+    /// for every request that arrives from now on (blocking: run it off the async workers, inside
+    /// the runtime, as `reload::watch` does). Requests already running finish on the one
     /// they started with. Limit and breaker policies that keep their name keep their state, and
     /// upstreams whose definition did not change keep their balancer (and its connections). On
     /// any problem nothing changes and the error says why (the same words as `gateway check`).
@@ -139,6 +142,14 @@ impl Gateway {
             .and_then(|config| {
                 let old = self.current();
                 let next = Loaded::build(config, Some(&old)).map_err(ReloadError::Build)?;
+                // A route added with a new Consul upstream should serve from its first request:
+                // give the new watches a moment to hear from Consul before the swap.
+                let deadline = Instant::now() + FIRST_INSTANCES;
+                for u in next.upstreams.new_since(&old.upstreams) {
+                    while u.balancer.instances().is_empty() && Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
                 let done = Reloaded {
                     routes: next.config.routes.len(),
                     fingerprint: next.config.fingerprint,

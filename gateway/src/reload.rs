@@ -59,19 +59,29 @@ pub async fn watch(gateway: Arc<Gateway>) {
                     now = again;
                 }
                 seen = now;
-                let text = std::fs::read(&path).unwrap_or_default();
-                if crate::metrics::fingerprint(&text) == gateway.current().config().fingerprint {
-                    tracing::debug!(file = %path.display(), "file touched, text unchanged; nothing to reload");
-                    continue;
-                }
                 "file changed"
             }
         };
         let g = Arc::clone(&gateway);
-        // Compiling .proto files (descriptors = "files") and reading keys is blocking work.
-        let result = tokio::task::spawn_blocking(move || g.reload()).await;
+        let runtime = tokio::runtime::Handle::current();
+        // Reading the file, compiling .proto files (descriptors = "files") and reading keys is
+        // blocking work; new upstreams start their Consul watches on this runtime.
+        let result = tokio::task::spawn_blocking(move || {
+            let _runtime = runtime.enter();
+            if cause == "file changed" {
+                let text = std::fs::read(g.path()).unwrap_or_default();
+                if crate::metrics::fingerprint(&text) == g.current().config().fingerprint {
+                    return None;
+                }
+            }
+            Some(g.reload())
+        })
+        .await;
         match result {
-            Ok(Ok(done)) => {
+            Ok(None) => {
+                tracing::debug!(file = %path.display(), "file touched, text unchanged; nothing to reload");
+            }
+            Ok(Some(Ok(done))) => {
                 tracing::info!(
                     file = %path.display(),
                     cause,
@@ -83,7 +93,7 @@ pub async fn watch(gateway: Arc<Gateway>) {
                     tracing::warn!(file = %path.display(), "{what} changed in the file; that applies when the gateway restarts");
                 }
             }
-            Ok(Err(e)) => tracing::error!(
+            Ok(Some(Err(e))) => tracing::error!(
                 file = %path.display(),
                 cause,
                 "configuration reload refused; still serving the previous one: {}",

@@ -85,6 +85,15 @@ impl Upstreams {
         Ok(Upstreams { map })
     }
 
+    /// The upstreams started for this configuration (not taken over from `old`).
+    pub fn new_since<'a>(&'a self, old: &Upstreams) -> Vec<&'a Upstream> {
+        self.map
+            .iter()
+            .filter(|(name, u)| old.map.get(*name).is_none_or(|o| !Arc::ptr_eq(o, u)))
+            .map(|(_, u)| &**u)
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Upstream> {
         self.map.get(name).map(|u| &**u)
     }

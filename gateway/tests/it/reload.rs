@@ -12,13 +12,17 @@ use shop_testkit::Launch;
 use crate::support::*;
 
 /// A route the default file does not have, on its own path (so that without it the path is a
-/// plain 404), with its own tight limit.
+/// plain 404), with its own tight limit and its own upstream (a new Consul watch, started by
+/// the reload).
 const BATCH_ROUTE: &str = "
+[upstream.catalogue]
+service = \"product-service\"
+
 [[route]]
 name = \"batch\"
 method = \"GET\"
 path = \"/api/catalogue/batch\"
-upstream = \"products\"
+upstream = \"catalogue\"
 rpc = \"shop.product.v1.ProductService/BatchGetProducts\"
 auth = \"public\"
 limit = \"tight\"
