@@ -6,7 +6,10 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 run_dir := ".run"
-bin_dir := "target/debug"
+# Where cargo puts binaries (CARGO_TARGET_DIR is honoured, as cargo does).
+target_dir := env_var_or_default("CARGO_TARGET_DIR", "target")
+bin_dir := target_dir / "debug"
+release_dir := target_dir / "release"
 
 # List the recipes.
 default:
@@ -299,9 +302,9 @@ bench seconds="10" concurrency="32":
         for _ in $(seq 1 300); do grep -q " ready on " "$dir/$name.out" && break; sleep 0.1; done
         grep " ready on " "$dir/$name.out" | awk '{print $NF}'
     }
-    user="$(start user target/release/user-service --port 0 --data-dir "$dir/data" --consul "")"
-    target/release/product-service seed --data-dir "$dir/data" 2> /dev/null
-    product="$(start product target/release/product-service --port 0 --data-dir "$dir/data" --consul "")"
+    user="$(start user {{release_dir}}/user-service --port 0 --data-dir "$dir/data" --consul "")"
+    {{release_dir}}/product-service seed --data-dir "$dir/data" 2> /dev/null
+    product="$(start product {{release_dir}}/product-service --port 0 --data-dir "$dir/data" --consul "")"
     # The default gateway.toml with static upstreams (no Consul in the measurement), a free port,
     # and the per-client limit raised: all the load comes from one address, and the limiter
     # still runs on every request.
@@ -313,12 +316,12 @@ bench seconds="10" concurrency="32":
         -e 's|^address = "127.0.0.1:8080"|address = "127.0.0.1:0"|' \
         -e "s|^public_key = .*|public_key = \"$dir/data/keys/token-signing.pub.pem\"|" \
         gateway.toml > "$dir/gateway.toml"
-    gateway="$(start gateway target/release/gateway --config "$dir/gateway.toml")"
-    plain="$(start plain target/release/fixed-body 127.0.0.1:0)"
+    gateway="$(start gateway {{release_dir}}/gateway --config "$dir/gateway.toml")"
+    plain="$(start plain {{release_dir}}/fixed-body 127.0.0.1:0)"
     echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo "client, gateway and service share these cores"
     echo
-    target/release/gateway-bench --plain "$plain" --gateway "$gateway" --grpc "http://$product" --id 1 \
+    {{release_dir}}/gateway-bench --plain "$plain" --gateway "$gateway" --grpc "http://$product" --id 1 \
         --seconds {{seconds}} --concurrency {{concurrency}}
     echo
-    target/release/login-timing "http://$user" 200
+    {{release_dir}}/login-timing "http://$user" 200
