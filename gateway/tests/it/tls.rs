@@ -1,11 +1,12 @@
-//! HTTPS and CORS on a listener: a gateway with the test certificate (tests/tls, made by
-//! make.sh there) serves HTTP/1.1 and HTTP/2 (chosen by ALPN) to a client that trusts the test
-//! CA, refuses cleartext on that port, and cuts off a client that never finishes the handshake;
-//! a listener with CORS answers preflights and lets only the listed origin's pages read answers.
+//! HTTPS and CORS on a listener: a gateway with a certificate made for the test (by a throwaway
+//! CA, for localhost and 127.0.0.1) serves HTTP/1.1 and HTTP/2 (chosen by ALPN) to a client that
+//! trusts that CA, refuses cleartext on that port, and cuts off a client that never finishes the
+//! handshake; a listener with CORS answers preflights and lets only the listed origin's pages
+//! read answers.
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +19,26 @@ use shop_testkit::Launch;
 
 use crate::support::*;
 
-fn tls_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls"))
+/// Makes a CA and a certificate signed by it for localhost and 127.0.0.1, and writes
+/// `ca.pem`, `gateway.pem` and `gateway.key` into `dir`.
+fn make_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "shop test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("gateway.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("gateway.key"), key.serialize_pem()).unwrap();
 }
 
-/// The stack's file with its listener on TLS (and a 1 s header timeout).
-fn with_tls(text: &str, cert: &str) -> String {
-    let dir = tls_dir();
+/// The stack's file with its listener on TLS with `dir`'s certificate `cert` (and a 1 s header
+/// timeout).
+fn with_tls(text: &str, dir: &Path, cert: &str) -> String {
     let listener = format!(
         "address = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}",
         dir.join(cert).display(),
@@ -42,10 +56,10 @@ struct Got {
     body: String,
 }
 
-/// One GET over TLS, trusting only the test CA, offering `alpn`.
-async fn https_get(addr: std::net::SocketAddr, alpn: &[&[u8]], path: &str) -> Result<Got, String> {
+/// One GET over TLS, trusting only the CA in `ca`, offering `alpn`.
+async fn https_get(ca: &Path, addr: std::net::SocketAddr, alpn: &[&[u8]], path: &str) -> Result<Got, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(tls_dir().join("ca.pem")).unwrap() {
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config =
@@ -101,7 +115,13 @@ fn https_serves_http1_and_http2_and_refuses_cleartext_and_silent_clients() {
     let s = Stack::start("tls");
     let admin = s.admin();
     let lamp = s.product(&admin, "Lamp", 1999, 5);
-    let g = start_gateway(&s.scratch, "gateway-tls", &with_tls(&s.config(), "gateway.pem"));
+    make_certificates(s.scratch.path());
+    let ca = s.scratch.join("ca.pem");
+    let g = start_gateway(
+        &s.scratch,
+        "gateway-tls",
+        &with_tls(&s.config(), s.scratch.path(), "gateway.pem"),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,18 +129,25 @@ fn https_serves_http1_and_http2_and_refuses_cleartext_and_silent_clients() {
     let path = format!("/api/products/{lamp}");
     // Ready once its Consul watches have found every service (asked over HTTPS, as all below).
     let started = Instant::now();
-    while rt.block_on(https_get(g.addr(), &[], "/health")).unwrap().status != 200 {
+    while rt
+        .block_on(https_get(&ca, g.addr(), &[], "/health"))
+        .unwrap()
+        .status
+        != 200
+    {
         assert!(started.elapsed() < Duration::from_secs(20), "not ready");
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let got = rt.block_on(https_get(g.addr(), &[b"http/1.1"], &path)).unwrap();
+    let got = rt
+        .block_on(https_get(&ca, g.addr(), &[b"http/1.1"], &path))
+        .unwrap();
     assert_eq!((got.status, got.version), (200, http::Version::HTTP_11));
     assert_eq!(got.alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert!(got.body.contains("\"name\":\"Lamp\""), "{}", got.body);
 
     let got = rt
-        .block_on(https_get(g.addr(), &[b"h2", b"http/1.1"], &path))
+        .block_on(https_get(&ca, g.addr(), &[b"h2", b"http/1.1"], &path))
         .unwrap();
     assert_eq!((got.status, got.version), (200, http::Version::HTTP_2));
     assert_eq!(got.alpn.as_deref(), Some(&b"h2"[..]));
@@ -141,44 +168,46 @@ fn https_serves_http1_and_http2_and_refuses_cleartext_and_silent_clients() {
         "closed after {waited:?}"
     );
     // And the gateway still serves.
-    let got = rt.block_on(https_get(g.addr(), &[b"h2"], &path)).unwrap();
+    let got = rt.block_on(https_get(&ca, g.addr(), &[b"h2"], &path)).unwrap();
     assert_eq!(got.status, 200);
 }
 
 #[test]
 fn check_names_a_certificate_that_cannot_be_used() {
     let scratch = shop_testkit::Scratch::new("tls-check");
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml")).unwrap();
-    let text = with_tls(&text.replace("127.0.0.1:8080", "127.0.0.1:0"), "missing.pem");
+    make_certificates(scratch.path());
+    let default = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0");
     let path = scratch.join("gateway.toml");
-    std::fs::write(&path, text.replace("gateway.key", "ca.pem")).unwrap();
-    let (status, _, err) = Launch::new(GATEWAY_BIN, "check", scratch.path())
-        .arg("check")
-        .arg("--config")
-        .arg(path.to_str().unwrap())
-        .run(None);
-    assert!(!status.success());
+    let check = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let (status, _, err) = Launch::new(GATEWAY_BIN, "check", scratch.path())
+            .arg("check")
+            .arg("--config")
+            .arg(path.to_str().unwrap())
+            .run(None);
+        assert!(!status.success());
+        err
+    };
+    // A certificate file that is not there.
+    let err = check(with_tls(&default, scratch.path(), "missing.pem"));
     assert!(
         err.contains("listener 1: tls.cert:") && err.contains("missing.pem"),
         "{err}"
     );
-
-    // The right certificate with a file that holds no key.
-    let text = with_tls(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml"))
-            .unwrap()
-            .replace("127.0.0.1:8080", "127.0.0.1:0"),
-        "gateway.pem",
-    );
-    std::fs::write(&path, text.replace("gateway.key", "ca.pem")).unwrap();
-    let (status, _, err) = Launch::new(GATEWAY_BIN, "check", scratch.path())
-        .arg("check")
-        .arg("--config")
-        .arg(path.to_str().unwrap())
-        .run(None);
-    assert!(!status.success());
+    // The right certificate, and a key file that holds no key (the CA's certificate).
+    let err = check(with_tls(&default, scratch.path(), "gateway.pem").replace("gateway.key", "ca.pem"));
     assert!(
         err.contains("listener 1: tls.key:") && err.contains("ca.pem"),
+        "{err}"
+    );
+    // The right certificate, and a key that is not its own.
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(scratch.join("other.key"), other.serialize_pem()).unwrap();
+    let err = check(with_tls(&default, scratch.path(), "gateway.pem").replace("gateway.key", "other.key"));
+    assert!(
+        err.contains("listener 1: tls.cert:") && err.contains("do not make a TLS configuration"),
         "{err}"
     );
 }
