@@ -22,7 +22,7 @@ use crate::support::*;
 /// Makes a CA and a certificate signed by it for localhost and 127.0.0.1, and writes
 /// `ca.pem`, `gateway.pem` and `gateway.key` into `dir`.
 fn make_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -30,7 +30,7 @@ fn make_certificates(dir: &Path) {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(dir.join("gateway.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("gateway.key"), key.serialize_pem()).unwrap();
