@@ -65,6 +65,20 @@ stack-test:
 compose-check:
     bash examples/compose/check.sh
 
+# Checks `just up`'s arguments before it starts anything.
+[private]
+_scale *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for arg in {{args}}; do
+        case "$arg" in
+            user=[1-9]|product=[1-9]) ;;
+            # Its start-up recovery assumes no other instance is mid-order on the same database.
+            order=*) echo "just up: the order service runs once per database (its start-up recovery would take over another instance's orders)" >&2; exit 1 ;;
+            *) echo "just up: unknown argument '$arg' (expected product=N or user=N, N from 1 to 9)" >&2; exit 1 ;;
+        esac
+    done
+
 # Format the code.
 fmt:
     cargo fmt --all
@@ -75,19 +89,13 @@ lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003, gateway :8080. `just up product=3` runs three product instances (also user=N).
-up *scale: build consul
+up *scale: (_scale scale) build consul
     #!/usr/bin/env bash
     set -euo pipefail
-    # Instances per service: the first on its fixed port, the others on free ports; Consul
-    # tells the gateway (and the order service) about all of them. The order service runs once:
-    # its start-up recovery assumes no other instance is mid-order on the same database.
+    # Instances per service (checked by _scale before anything starts): the first on its fixed
+    # port, the others on free ports; Consul tells the gateway and the order service of them all.
     declare -A instances=([user-service]=1 [product-service]=1)
-    for arg in {{scale}}; do
-        case "$arg" in
-            user=[1-9]|product=[1-9]) instances[${arg%%=*}-service]="${arg#*=}" ;;
-            *) echo "just up: unknown argument '$arg' (expected product=N or user=N, N from 1 to 9)" >&2; exit 1 ;;
-        esac
-    done
+    for arg in {{scale}}; do instances[${arg%%=*}-service]="${arg#*=}"; done
     mkdir -p {{run_dir}}/logs {{run_dir}}/data {{run_dir}}/pids
     chmod 700 {{run_dir}}
     admin_user="${SHOP_ADMIN_USER:-admin}"
