@@ -253,9 +253,22 @@ where
     Ok(())
 }
 
+/// A listener that could not be opened, with the address it was for.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {host}:{port}: {source}")]
+pub struct BindError {
+    pub host: String,
+    pub port: u16,
+    pub source: std::io::Error,
+}
+
 /// Binds `host:port` (port 0 picks a free one).
-pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
-    TcpListener::bind((host, port)).await
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
+    TcpListener::bind((host, port)).await.map_err(|source| BindError {
+        host: host.to_owned(),
+        port,
+        source,
+    })
 }
 
 /// A stream of accepted connections for `serve_with_incoming_shutdown`, with Nagle's algorithm

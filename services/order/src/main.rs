@@ -43,12 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen on {}:{}: {e}",
-                    config.common.host, config.common.port
-                )
-            })?;
+            .map_err(|e| e.to_string())?;
         order_service::run(config, listener, shop_kit::serve::shutdown_signal())
             .await
             .map_err(|e| e.to_string())

@@ -82,12 +82,7 @@ async fn serve(config: Config, flags: &Flags) -> Result<(), String> {
     }
     let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}:{}: {e}",
-                config.common.host, config.common.port
-            )
-        })?;
+        .map_err(|e| e.to_string())?;
     user_service::run(config, env_admin(), listener, shop_kit::serve::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
