@@ -390,6 +390,18 @@ where
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_port_in_use_is_named_in_the_error() {
+        let taken = bind("127.0.0.1", 0).await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = bind("127.0.0.1", port).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn request_ids_are_checked_and_generated() {
         assert!(acceptable_request_id(&HeaderValue::from_static("abc-123")));
