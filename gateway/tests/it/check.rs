@@ -6,12 +6,13 @@ use shop_testkit::{Launch, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
-fn default_file() -> String {
+pub fn default_file() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml")).unwrap()
 }
 
-/// Runs `gateway check` on `text` written to a scratch file; returns (ok, stdout + stderr).
-fn check(scratch: &Scratch, text: &str) -> (bool, String) {
+/// Runs `gateway check` on `text` written to `gateway.toml` in the scratch folder; returns (ok,
+/// stdout + stderr).
+pub fn check(scratch: &Scratch, text: &str) -> (bool, String) {
     let path = scratch.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
     let (status, out, err) = Launch::new(BIN, "check", scratch.path())
@@ -206,15 +207,9 @@ fn the_example_variants_are_valid_and_differ_as_they_say() {
             "per = \"1m\"",
         ),
     ] {
-        let path = format!("{root}/{file}");
-        let (status, out, err) = Launch::new(BIN, "check", scratch.path())
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .run(None);
-        assert!(status.success(), "{file}: {err}");
-        assert!(out.contains(": ok: 15 routes"), "{out}");
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let (ok, out) = check(&scratch, &text);
+        assert!(ok && out.contains(": ok: 15 routes"), "{file}: {out}");
         assert!(text.contains(must) && !text.contains(must_not), "{file}");
     }
 }

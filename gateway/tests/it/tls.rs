@@ -15,7 +15,6 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use shop_testkit::Launch;
 
 use crate::support::*;
 
@@ -176,19 +175,11 @@ fn https_serves_http1_and_http2_and_refuses_cleartext_and_silent_clients() {
 fn check_names_a_certificate_that_cannot_be_used() {
     let scratch = shop_testkit::Scratch::new("tls-check");
     make_certificates(scratch.path());
-    let default = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0");
-    let path = scratch.join("gateway.toml");
+    let default = crate::check::default_file().replace("127.0.0.1:8080", "127.0.0.1:0");
     let check = |text: String| {
-        std::fs::write(&path, text).unwrap();
-        let (status, _, err) = Launch::new(GATEWAY_BIN, "check", scratch.path())
-            .arg("check")
-            .arg("--config")
-            .arg(path.to_str().unwrap())
-            .run(None);
-        assert!(!status.success());
-        err
+        let (ok, out) = crate::check::check(&scratch, &text);
+        assert!(!ok, "{out}");
+        out
     };
     // A certificate file that is not there.
     let err = check(with_tls(&default, scratch.path(), "missing.pem"));
