@@ -387,16 +387,19 @@ pub fn parse_duration(t: &str) -> Option<Duration> {
 
 /// Reads and validates a gateway file. Relative paths in it are relative to the file's folder.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let whole = |message: String| ConfigError {
+    parse(path, &read(path)?)
+}
+
+/// The text of a gateway file, or the problem `check` reports when it cannot be read.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_owned(),
         problems: vec![Problem {
             place: "file".to_owned(),
             key: String::new(),
-            message,
+            message: format!("cannot read: {e}"),
         }],
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-    parse(path, &text)
+    })
 }
 
 /// Validates the text of a gateway file named `path`.

@@ -75,6 +75,25 @@ pub struct Reloaded {
     pub needs_restart: Vec<&'static str>,
 }
 
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The file changed on disk: nothing to do if its text is the one loaded.
+    FileChanged,
+    /// SIGHUP: reload whatever the file says (keys and certificates are read again).
+    Signal,
+}
+
+impl Cause {
+    /// As the reload's log line names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::FileChanged => "file changed",
+            Cause::Signal => "SIGHUP",
+        }
+    }
+}
+
 /// Why a reload was refused; the configuration in use stays.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -135,9 +154,18 @@ impl Gateway {
     /// they started with. Limit and breaker policies that keep their name keep their state, and
     /// upstreams whose definition did not change keep their balancer (and its connections). On
     /// any problem nothing changes and the error says why (the same words as `gateway check`).
-    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+    /// `Ok(None)`: the file changed on disk but its text is the one loaded; nothing was done.
+    pub fn reload(&self, cause: Cause) -> Result<Option<Reloaded>, ReloadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let result = config::load(&self.path)
+        let text = config::read(&self.path);
+        if cause == Cause::FileChanged
+            && let Ok(t) = &text
+            && crate::metrics::fingerprint(t.as_bytes()) == self.current().config.fingerprint
+        {
+            return Ok(None);
+        }
+        let result = text
+            .and_then(|t| config::parse(&self.path, &t))
             .map_err(ReloadError::from)
             .and_then(|config| {
                 let old = self.current();
@@ -167,8 +195,31 @@ impl Gateway {
             Err(_) => &self.reloads_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        result
+        result.map(Some)
     }
+}
+
+/// One shared state per named policy: the previous configuration's, given the new numbers, when
+/// it had a policy of that name; a fresh one otherwise.
+fn carry_over<C: Copy, T>(
+    configured: &BTreeMap<String, C>,
+    previous: Option<&BTreeMap<String, Arc<T>>>,
+    new: impl Fn(C) -> T,
+    update: impl Fn(&T, C),
+) -> BTreeMap<String, Arc<T>> {
+    configured
+        .iter()
+        .map(|(name, c)| {
+            let state = match previous.and_then(|p| p.get(name)) {
+                Some(kept) => {
+                    update(kept, *c);
+                    Arc::clone(kept)
+                }
+                None => Arc::new(new(*c)),
+            };
+            (name.clone(), state)
+        })
+        .collect()
 }
 
 /// What the listeners were opened with: the settings a reload cannot change.
@@ -251,34 +302,18 @@ impl Loaded {
         let upstreams = Upstreams::start(&config, previous.map(|p| (&p.config, &p.upstreams)))?;
         // Kept policies take their new numbers here, after the last step that can fail: a
         // refused reload leaves them as they were.
-        let limits = config
-            .limits
-            .iter()
-            .map(|(name, l)| {
-                let policy = match previous.and_then(|p| p.limits.get(name)) {
-                    Some(kept) => {
-                        kept.update(*l);
-                        Arc::clone(kept)
-                    }
-                    None => Arc::new(limit::Policy::new(*l)),
-                };
-                (name.clone(), policy)
-            })
-            .collect();
-        let breakers = config
-            .breakers
-            .iter()
-            .map(|(name, b)| {
-                let breakers = match previous.and_then(|p| p.breakers.get(name)) {
-                    Some(kept) => {
-                        kept.update(*b);
-                        Arc::clone(kept)
-                    }
-                    None => Arc::new(Breakers::new(*b)),
-                };
-                (name.clone(), breakers)
-            })
-            .collect();
+        let limits = carry_over(
+            &config.limits,
+            previous.map(|p| &p.limits),
+            limit::Policy::new,
+            limit::Policy::update,
+        );
+        let breakers = carry_over(
+            &config.breakers,
+            previous.map(|p| &p.breakers),
+            Breakers::new,
+            Breakers::update,
+        );
         Ok(Loaded {
             config,
             router,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::pipeline::Gateway;
+use crate::pipeline::{Cause, Gateway};
 
 /// How often the file's metadata is read.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -44,7 +44,7 @@ pub async fn watch(gateway: Arc<Gateway>) {
     tracing::info!(file = %path.display(), "watching the configuration file for changes (and SIGHUP)");
     loop {
         let cause = tokio::select! {
-            Some(()) = async { match &mut hangup { Some(s) => s.recv().await, None => None } } => "SIGHUP",
+            Some(()) = async { match &mut hangup { Some(s) => s.recv().await, None => None } } => Cause::Signal,
             _ = tick.tick() => {
                 let mut now = stamp(&path);
                 if now == seen {
@@ -59,7 +59,7 @@ pub async fn watch(gateway: Arc<Gateway>) {
                     now = again;
                 }
                 seen = now;
-                "file changed"
+                Cause::FileChanged
             }
         };
         let g = Arc::clone(&gateway);
@@ -68,23 +68,17 @@ pub async fn watch(gateway: Arc<Gateway>) {
         // blocking work; new upstreams start their Consul watches on this runtime.
         let result = tokio::task::spawn_blocking(move || {
             let _runtime = runtime.enter();
-            if cause == "file changed" {
-                let text = std::fs::read(g.path()).unwrap_or_default();
-                if crate::metrics::fingerprint(&text) == g.current().config().fingerprint {
-                    return None;
-                }
-            }
-            Some(g.reload())
+            g.reload(cause)
         })
         .await;
         match result {
-            Ok(None) => {
+            Ok(Ok(None)) => {
                 tracing::debug!(file = %path.display(), "file touched, text unchanged; nothing to reload");
             }
-            Ok(Some(Ok(done))) => {
+            Ok(Ok(Some(done))) => {
                 tracing::info!(
                     file = %path.display(),
-                    cause,
+                    cause = cause.as_str(),
                     routes = done.routes,
                     hash = format_args!("{:016x}", done.fingerprint),
                     "configuration reloaded"
@@ -93,9 +87,9 @@ pub async fn watch(gateway: Arc<Gateway>) {
                     tracing::warn!(file = %path.display(), "{what} changed in the file; that applies when the gateway restarts");
                 }
             }
-            Ok(Some(Err(e))) => tracing::error!(
+            Ok(Err(e)) => tracing::error!(
                 file = %path.display(),
-                cause,
+                cause = cause.as_str(),
                 "configuration reload refused; still serving the previous one: {}",
                 e.to_string().trim_end()
             ),

@@ -52,7 +52,11 @@ impl Upstreams {
                 let unchanged = before.discovery == u.discovery
                     && before.balancer == u.balancer
                     && (matches!(u.discovery, Discovery::Static(_)) || old.consul == config.consul);
-                unchanged.then(|| ups.map.get(name).cloned()).flatten()
+                if unchanged {
+                    ups.map.get(name).cloned()
+                } else {
+                    None
+                }
             };
             if let Some(kept) = previous.and_then(same) {
                 map.insert(name.clone(), kept);
