@@ -178,7 +178,7 @@ async fn accept(a: Acceptor) {
                 Some(config) => match crate::tls::accept(config, stream, header_timeout).await {
                     Ok(tls) => drive(&builder, tls, service, stop).await,
                     Err(e) => {
-                        tracing::debug!(peer = %peer, error = %e, "connection dropped");
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
                         return;
                     }
                 },

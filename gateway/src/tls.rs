@@ -63,15 +63,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
 }
 
 /// Runs the server side of a handshake, giving up after `within` (a client that connects and
-/// says nothing must not hold a connection slot for ever).
+/// says nothing must not hold a connection slot for ever): `TimedOut` then.
 pub async fn accept(
     config: Arc<ServerConfig>,
     stream: TcpStream,
     within: Duration,
-) -> Result<TlsStream<TcpStream>, String> {
-    match tokio::time::timeout(within, TlsAcceptor::from(config).accept(stream)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-        Err(_) => Err(format!("TLS handshake not done within {within:?}")),
-    }
+) -> std::io::Result<TlsStream<TcpStream>> {
+    tokio::time::timeout(within, TlsAcceptor::from(config).accept(stream))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("TLS handshake not done within {within:?}"),
+            ))
+        })
 }
