@@ -351,12 +351,14 @@ impl Gateway {
         };
         let origin = cors.and_then(|c| cors::allowed_origin(c, req.headers()));
         let mut trace = Trace::default();
-        let outcome = match cors.map(|c| cors::preflight(c, origin.as_ref(), &req)) {
-            Some(Some(answer)) => {
-                trace.route = Some("preflight".to_owned());
-                answer
-            }
-            _ => self.dispatch(&loaded, req, peer, &request_id, &mut trace).await,
+        let outcome = if let Some(answer) = cors.and_then(|c| cors::preflight(c, origin.as_ref(), &req)) {
+            trace.route = Some("preflight".to_owned());
+            answer
+        } else if let Some(answer) = self.own_endpoint(&loaded, req.method(), &path) {
+            trace.route = Some(path.trim_start_matches('/').to_owned());
+            answer
+        } else {
+            loaded.route(req, peer, &request_id, &mut trace).await
         };
         let mut reply = match outcome {
             Ok(r) => r,
@@ -406,37 +408,23 @@ impl Gateway {
         reply
     }
 
-    async fn dispatch<B>(
-        &self,
-        loaded: &Loaded,
-        req: Request<B>,
-        peer: SocketAddr,
-        request_id: &str,
-        trace: &mut Trace,
-    ) -> Result<Reply, Refusal>
-    where
-        B: hyper::body::Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let method = req.method().as_str().to_owned();
-        let path = req.uri().path().to_owned();
-        if path == "/health" || path == "/metrics" {
-            trace.route = Some(path.trim_start_matches('/').to_owned());
-            return if req.method() == Method::GET || req.method() == Method::HEAD {
-                Ok(if path == "/health" {
-                    loaded.health()
-                } else {
-                    self.metrics(loaded)
-                })
-            } else {
-                Err(Refusal::MethodNotAllowed {
-                    method,
-                    path,
-                    allow: vec!["GET".into(), "HEAD".into()],
-                })
-            };
+    /// `/health` and `/metrics`, the gateway's own endpoints; `None` for any other path.
+    fn own_endpoint(&self, loaded: &Loaded, method: &Method, path: &str) -> Option<Result<Reply, Refusal>> {
+        if path != "/health" && path != "/metrics" {
+            return None;
         }
-        loaded.route(req, peer, request_id, trace).await
+        if method != Method::GET && method != Method::HEAD {
+            return Some(Err(Refusal::MethodNotAllowed {
+                method: method.as_str().to_owned(),
+                path: path.to_owned(),
+                allow: vec!["GET".into(), "HEAD".into()],
+            }));
+        }
+        Some(Ok(if path == "/health" {
+            loaded.health()
+        } else {
+            self.metrics(loaded)
+        }))
     }
 
     /// `GET /metrics`: the counters, then gauges read now from where they live.

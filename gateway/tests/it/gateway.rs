@@ -22,6 +22,10 @@ fn the_gateways_own_refusals_name_the_problem_and_change_nothing() {
     let a = s.call("PATCH", &format!("/api/products/{lamp}"), None, Some("{}"));
     a.refused(405, "UNIMPLEMENTED", "PATCH");
     assert_eq!(a.header("allow"), Some("DELETE, GET, PUT"));
+    // The gateway's own endpoints take GET and HEAD only.
+    let a = s.call("POST", "/metrics", None, Some("{}"));
+    a.refused(405, "UNIMPLEMENTED", "POST");
+    assert_eq!(a.header("allow"), Some("GET, HEAD"));
 
     // 400: bad JSON, a wrong type, an unknown field, bad path and query values.
     s.call("POST", "/api/users", None, Some(r#"{"username": "#))
