@@ -3,8 +3,8 @@
 //! A breaker is closed (calls flow) until `consecutive_failures` failures in a row, or a failure
 //! share above `failure_ratio` over at least `min_calls` calls in `window`; then it is open (the
 //! balancer skips the instance) for `open_for`; then one probe call decides (half-open): success
-//! closes it, failure opens it again. What counts as a failure is explicit ([`is_failure`]); a
-//! client's mistake never is.
+//! closes it, failure opens it again. What counts as a failure is
+//! `shop_discovery::CallError::counts_against_instance`; a client's mistake never is.
 //!
 //! The retry budget lets retries add at most a fixed share of the recent requests (plus a small
 //! reserve), so that retries never multiply an outage.
@@ -13,23 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::{Code, Status};
-
 use crate::config::Breaker;
-
-/// Whether a call's outcome counts against the instance: it could not be reached, it said it is
-/// unavailable or broken, or it did not answer in time. Client errors (4xx) never count.
-pub fn is_failure(result: &Result<(), &Status>) -> bool {
-    match result {
-        Ok(()) => false,
-        Err(s) => {
-            matches!(
-                s.code(),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Internal
-            ) || std::error::Error::source(s).is_some()
-        }
-    }
-}
 
 /// What the breaker of one instance is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,17 +292,6 @@ mod tests {
         }
         assert!(tripped);
         assert!(!b.available("a", t0));
-    }
-
-    #[test]
-    fn only_server_side_trouble_counts() {
-        assert!(is_failure(&Err(&Status::unavailable("x"))));
-        assert!(is_failure(&Err(&Status::deadline_exceeded("x"))));
-        assert!(is_failure(&Err(&Status::internal("x"))));
-        assert!(!is_failure(&Err(&Status::not_found("x"))));
-        assert!(!is_failure(&Err(&Status::invalid_argument("x"))));
-        assert!(!is_failure(&Err(&Status::permission_denied("x"))));
-        assert!(!is_failure(&Ok(())));
     }
 
     #[test]

@@ -15,8 +15,9 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use shop_discovery::CallError;
+use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Status};
 
 use shop_auth::{Identity, Role, TokenRules, Verifier};
 
@@ -28,7 +29,7 @@ use crate::metrics::{self, Metrics, Seen};
 use crate::reply::{self, Refusal, Reply};
 use crate::router::{Found, Router};
 use crate::transcode;
-use crate::upstream::{self, Call, CallError, Guard, Upstreams};
+use crate::upstream::{self, Call, Failure, Guard, Upstreams};
 
 /// The header that carries a request's id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -517,14 +518,16 @@ impl Loaded {
         trace.retried = outcome.retried;
         match outcome.result {
             Ok(msg) => success(route, &msg),
-            Err(CallError::NoInstances) => Err(Refusal::NoInstances {
-                upstream: route.upstream.clone(),
-            }),
-            Err(CallError::AllOpen { retry_after_secs }) => Err(Refusal::AllOpen {
+            Err(Failure::AllOpen { retry_after_secs }) => Err(Refusal::AllOpen {
                 upstream: route.upstream.clone(),
                 retry_after_secs,
             }),
-            Err(CallError::Status(status)) => Err(upstream_refusal(route, status, request_id)),
+            Err(Failure::Call(CallError::NoInstances { .. } | CallError::AllExcluded { .. })) => {
+                Err(Refusal::NoInstances {
+                    upstream: route.upstream.clone(),
+                })
+            }
+            Err(Failure::Call(e)) => Err(upstream_refusal(route, e, request_id)),
         }
     }
 
@@ -759,30 +762,19 @@ fn success(route: &Route, msg: &prost_reflect::DynamicMessage) -> Result<Reply, 
     Ok(reply::json(status, body))
 }
 
-/// A failed call as the client should see it. A service's own status passes through; one the
-/// transport made up (connection refused, reset, protocol errors) is logged in full and
-/// answered with a plain sentence that names the upstream.
-fn upstream_refusal(route: &Route, status: Status, request_id: &str) -> Refusal {
-    if let Some(e) = std::error::Error::source(&status) {
+/// A failed call as the client should see it: a service's own status passes through; a
+/// transport failure (not sent, broken, late) is logged in full and answered with a plain
+/// sentence that names the upstream (503, or 504 for the deadline).
+fn upstream_refusal(route: &Route, error: CallError, request_id: &str) -> Refusal {
+    if !matches!(error, CallError::Answered(_)) {
         tracing::warn!(
             request_id,
             upstream = %route.upstream,
-            code = ?status.code(),
-            error = %e,
+            error = %error,
             "upstream call failed in transport"
         );
-        // A broken connection can surface as CANCELLED or UNKNOWN; to the client it is the
-        // service being unreachable, not a cancel of theirs.
-        let code = match status.code() {
-            Code::DeadlineExceeded => Code::DeadlineExceeded,
-            _ => Code::Unavailable,
-        };
-        return Refusal::Upstream(Status::new(
-            code,
-            format!("the {} service could not be reached", route.upstream),
-        ));
     }
-    Refusal::Upstream(status)
+    Refusal::Upstream(error.into_status(&route.upstream))
 }
 
 /// The id from the client when it is printable ASCII of a sane length, otherwise a new one.

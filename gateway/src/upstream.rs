@@ -16,7 +16,8 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use shop_discovery::balance::{BalanceError, Balancer, Instance, Picked, is_connection_refused};
+use shop_discovery::CallError;
+use shop_discovery::balance::{BalanceError, Balancer, Instance, Picked};
 use shop_discovery::consul::ConsulClient;
 use shop_discovery::watch::{self, WatchConfig};
 
@@ -128,19 +129,18 @@ pub fn grpc_path(method: &MethodDescriptor) -> Result<PathAndQuery, String> {
 
 /// Why a call did not get a reply from a service.
 #[derive(Debug)]
-pub enum CallError {
-    /// The upstream has no healthy instance.
-    NoInstances,
+pub enum Failure {
     /// Every instance's breaker is open; the first probe is due in this many seconds.
     AllOpen { retry_after_secs: u64 },
-    /// The service's status, or one the transport made up.
-    Status(Status),
+    /// What `shop-discovery` made of the failure: no instance, not sent, broken, late, or the
+    /// service's own answer.
+    Call(CallError),
 }
 
 /// How a call ended, with the instance that answered last (for the access log) and whether it
 /// was retried.
 pub struct Outcome {
-    pub result: Result<DynamicMessage, CallError>,
+    pub result: Result<DynamicMessage, Failure>,
     pub instance: Option<String>,
     pub retried: bool,
 }
@@ -155,8 +155,9 @@ pub struct Guard<'a> {
 
 /// Runs `call` on an instance of `upstream` within `deadline` (sent as `grpc-timeout`),
 /// skipping instances whose breaker is open. One retry on another instance, within what is
-/// left of the deadline and only if the upstream's retry budget allows: after a refused
-/// connection (nothing was sent, so any route), or after UNAVAILABLE on an idempotent route.
+/// left of the deadline and only if the upstream's retry budget allows, when the failure says a
+/// retry is safe ([`CallError::retry_safe`]): the call was never sent (any route), or, on an
+/// idempotent route, the connection broke or the service answered UNAVAILABLE.
 pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: &Guard<'_>) -> Outcome {
     let started = Instant::now();
     upstream.budget.deposit();
@@ -170,11 +171,18 @@ pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: 
             };
         }
     };
-    let result = guarded_attempt(&first, call, deadline, guard).await;
-    let retryable = matches!(&result, Err(s)
-        if is_connection_refused(s) || (guard.idempotent && s.code() == Code::Unavailable));
+    let error = match guarded_attempt(&first, call, deadline, guard).await {
+        Ok(answer) => {
+            return Outcome {
+                result: Ok(answer),
+                instance: Some(first.authority().to_owned()),
+                retried: false,
+            };
+        }
+        Err(e) => e,
+    };
     let left = deadline.saturating_sub(started.elapsed());
-    if retryable
+    if error.retry_safe(guard.idempotent)
         && !left.is_zero()
         && let Ok(second) = pick(upstream, Some(first.id()), guard)
         && second.id() != first.id()
@@ -184,11 +192,12 @@ pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: 
                 upstream = guard.upstream,
                 failed_on = %first.authority(),
                 retry_on = %second.authority(),
+                error = %error,
                 "retrying once on another instance"
             );
             let result = guarded_attempt(&second, call, left, guard).await;
             return Outcome {
-                result: result.map_err(CallError::Status),
+                result: result.map_err(Failure::Call),
                 instance: Some(second.authority().to_owned()),
                 retried: true,
             };
@@ -196,14 +205,14 @@ pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: 
         tracing::debug!(upstream = guard.upstream, "retry budget spent; not retrying");
     }
     Outcome {
-        result: result.map_err(CallError::Status),
+        result: Err(Failure::Call(error)),
         instance: Some(first.authority().to_owned()),
         retried: false,
     }
 }
 
 /// An instance whose breaker lets calls through, avoiding `avoid` when another one exists.
-fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<Picked, CallError> {
+fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<Picked, Failure> {
     let now = Instant::now();
     let allowed = |i: &Instance| guard.breakers.is_none_or(|b| b.available(&i.authority, now));
     match upstream.balancer.pick_where(avoid, allowed) {
@@ -215,11 +224,11 @@ fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<P
                 .iter()
                 .map(|i| i.authority.clone())
                 .collect();
-            Err(CallError::AllOpen {
+            Err(Failure::AllOpen {
                 retry_after_secs: guard.breakers.map(|b| b.retry_after(&all, now)).unwrap_or(1),
             })
         }
-        Err(_) => Err(CallError::NoInstances),
+        Err(e) => Err(Failure::Call(e.into())),
     }
 }
 
@@ -229,20 +238,23 @@ async fn guarded_attempt(
     call: &Call,
     left: Duration,
     guard: &Guard<'_>,
-) -> Result<DynamicMessage, Status> {
+) -> Result<DynamicMessage, CallError> {
     let Some(breakers) = guard.breakers else {
         return attempt(picked, call, left).await;
     };
     breakers.begin(picked.authority(), Instant::now());
     let result = attempt(picked, call, left).await;
-    let failed = crate::breaker::is_failure(&result.as_ref().map(|_| ()));
+    let failed = result
+        .as_ref()
+        .err()
+        .is_some_and(CallError::counts_against_instance);
     if breakers.record(picked.authority(), failed, Instant::now()) {
         tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), "circuit breaker opened");
     }
     result
 }
 
-async fn attempt(picked: &Picked, call: &Call, left: Duration) -> Result<DynamicMessage, Status> {
+async fn attempt(picked: &Picked, call: &Call, left: Duration) -> Result<DynamicMessage, CallError> {
     let mut grpc = tonic::client::Grpc::new(picked.channel());
     let mut request = tonic::Request::new(call.message.clone());
     *request.metadata_mut() = call.metadata.clone();
@@ -254,20 +266,17 @@ async fn attempt(picked: &Picked, call: &Call, left: Duration) -> Result<Dynamic
         grpc.ready().await.map_err(|e| Status::from_error(Box::new(e)))?;
         grpc.unary(request, call.path.clone(), codec).await
     };
-    let started = Instant::now();
-    let late = || {
-        Status::deadline_exceeded(format!(
-            "{} did not answer within {} ms",
-            picked.authority(),
-            left.as_millis()
-        ))
+    let late = || CallError::Deadline {
+        instance: picked.authority().to_owned(),
+        after: left,
     };
+    let started = Instant::now();
     match tokio::time::timeout(left, exchange).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
-        // tonic enforces `grpc-timeout` itself and reports it as a CANCELLED transport error;
-        // past the deadline, whatever the error, it is the deadline.
+        // Past the deadline, whatever the error (tonic enforces `grpc-timeout` itself), it is
+        // the deadline.
         Ok(Err(_)) if started.elapsed() >= left => Err(late()),
-        Ok(Err(status)) => Err(status),
+        Ok(Err(status)) => Err(CallError::classify(status, picked.authority(), left)),
         Err(_) => Err(late()),
     }
 }

@@ -7,6 +7,7 @@
 mod breakers;
 mod check;
 mod docs;
+mod failover;
 mod gateway;
 mod limits;
 mod listener;

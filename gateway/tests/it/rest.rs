@@ -101,8 +101,9 @@ fn every_route_answers_with_its_status_and_auth_rules() {
     let path = format!("/api/orders/{o}");
     s.call("GET", &path, Some(&alice_t), None).expect(200);
     s.call("GET", &path, Some(&admin), None).expect(200);
+    // Someone else's order is as missing as a missing one: ids cannot be probed.
     s.call("GET", &path, Some(&bob_t), None)
-        .refused(403, "PERMISSION_DENIED", "");
+        .refused(404, "NOT_FOUND", "not found");
     let mine = format!("/api/orders/user/{alice}");
     let a = s.call("GET", &mine, Some(&alice_t), None).expect(200);
     assert_eq!(a.json["total"], 1);

@@ -121,6 +121,23 @@ impl Stack {
         }
     }
 
+    /// Waits until `gateway` sees `n` instances of `upstream`.
+    pub fn wait_instances(&self, gateway: &Process, upstream: &str, n: u64) {
+        let started = Instant::now();
+        loop {
+            let h = call(gateway, "GET", "/health", None, None);
+            if h.json["upstreams"][upstream]["instances"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the gateway does not see {n} {upstream}: {:?}",
+                h.raw
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A call through the stack's gateway.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
         call(&self.gateway, method, path, token, body)

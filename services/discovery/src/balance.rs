@@ -1,7 +1,7 @@
 //! Client-side balancing over a watched set of instances: one reused HTTP/2 connection (a tonic
 //! `Channel`) per instance, round robin or power-of-two-choices by calls in flight, and one retry
-//! on another instance when a connection is refused (the request was never sent, so a retry
-//! cannot run it twice).
+//! on another instance when the first attempt was certainly not sent (see [`crate::call`]), so a
+//! retry cannot run a call twice.
 //!
 //! The balancer reads the latest [`EndpointSet`](crate::watch::EndpointSet) at pick time and
 //! reconciles its instances when the epoch moved: instances that stay keep their connection, new
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
+use crate::call::CallError;
 use crate::pace::Rng;
 use crate::watch::Endpoints;
 
@@ -52,12 +53,6 @@ pub enum BalanceError {
     AllExcluded(String),
     #[error("{service}: {authority} is not a usable address")]
     BadAddress { service: String, authority: String },
-}
-
-impl From<BalanceError> for tonic::Status {
-    fn from(e: BalanceError) -> Self {
-        tonic::Status::unavailable(e.to_string())
-    }
 }
 
 /// One instance and its connection.
@@ -213,53 +208,50 @@ impl Balancer {
     }
 
     /// Runs one call with a deadline. `call` gets a channel and the time left (to send as the
-    /// request's `grpc-timeout`); when the instance refuses the connection, it runs once more on
-    /// another instance within the same deadline.
-    pub async fn call<T, F, Fut>(&self, deadline: Duration, mut call: F) -> Result<T, tonic::Status>
+    /// request's `grpc-timeout`). When the first attempt was certainly not sent (see
+    /// [`CallError`]), it runs once more on another instance within the same deadline.
+    pub async fn call<T, F, Fut>(&self, deadline: Duration, mut call: F) -> Result<T, CallError>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let started = Instant::now();
         let first = self.pick(None)?;
-        let result = self.attempt(&first, deadline, &mut call).await;
-        match result {
-            Err(status) if is_connection_refused(&status) => {
-                let left = deadline.saturating_sub(started.elapsed());
-                let second = self.pick(Some(first.id()))?;
-                if second.id() == first.id() || left.is_zero() {
-                    return Err(status);
-                }
-                tracing::warn!(
-                    service = %self.service,
-                    refused = %first.authority(),
-                    retry_on = %second.authority(),
-                    "connection refused; retrying once on another instance"
-                );
-                drop(first);
-                self.attempt(&second, left, &mut call).await
-            }
-            other => other,
+        let error = match self.attempt(&first, deadline, &mut call).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let left = deadline.saturating_sub(started.elapsed());
+        if error.maybe_sent() || left.is_zero() {
+            return Err(error);
         }
+        let second = match self.pick(Some(first.id())) {
+            Ok(p) if p.id() != first.id() => p,
+            _ => return Err(error),
+        };
+        tracing::warn!(
+            service = %self.service,
+            failed = %first.authority(),
+            retry_on = %second.authority(),
+            error = %error,
+            "call not sent; retrying once on another instance"
+        );
+        drop(first);
+        self.attempt(&second, left, &mut call).await
     }
 
-    async fn attempt<T, F, Fut>(
-        &self,
-        picked: &Picked,
-        left: Duration,
-        call: &mut F,
-    ) -> Result<T, tonic::Status>
+    async fn attempt<T, F, Fut>(&self, picked: &Picked, left: Duration, call: &mut F) -> Result<T, CallError>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         match tokio::time::timeout(left, call(picked.channel(), left)).await {
-            Ok(result) => result,
-            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                "{} ({}) did not answer within {left:?}",
-                self.service,
-                picked.authority()
-            ))),
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(status)) => Err(CallError::classify(status, picked.authority(), left)),
+            Err(_) => Err(CallError::Deadline {
+                instance: picked.authority().to_owned(),
+                after: left,
+            }),
         }
     }
 }
@@ -274,29 +266,6 @@ fn connect_lazy(authority: &str) -> Option<Channel> {
             .keep_alive_timeout(Duration::from_secs(10))
             .connect_lazy(),
     )
-}
-
-/// True when the call failed because the instance refused the connection: nothing was sent, so
-/// running it elsewhere is safe whatever the call does.
-pub fn is_connection_refused(status: &tonic::Status) -> bool {
-    // tonic reports a failed connect as UNAVAILABLE from the transport, or as UNKNOWN "Service
-    // was not ready" when it surfaces while the client waits for readiness.
-    if !matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
-        return false;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        if e.to_string().contains("Connection refused") {
-            return true;
-        }
-        source = e.source();
-    }
-    status.message().contains("Connection refused")
 }
 
 #[cfg(test)]
@@ -382,7 +351,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_connection_is_retried_once_elsewhere() {
+    async fn a_call_that_was_not_sent_is_retried_once_elsewhere() {
         // Port 1 on loopback refuses; the second "instance" is a closure that succeeds.
         let (_tx, rx) = watch::channel(set(1, &[("dead", 1), ("alive", 2)]));
         let b = Balancer::new("svc", Policy::RoundRobin, rx);
@@ -401,6 +370,33 @@ mod tests {
             .await;
         assert_eq!(result.unwrap(), "second instance answered");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_real_refused_connection_is_classified_as_not_sent() {
+        let (_tx, rx) = watch::channel(set(1, &[("dead", 1)]));
+        let b = Balancer::new("svc", Policy::RoundRobin, rx);
+        let e = b
+            .call(Duration::from_secs(5), |channel, _| probe(channel))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CallError::NotSent { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_never_retried() {
+        let (_tx, rx) = watch::channel(set(1, &[("a", 1), ("b", 2)]));
+        let b = Balancer::new("svc", Policy::RoundRobin, rx);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let e = b
+            .call(Duration::from_secs(5), |_, _| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(tonic::Status::unavailable("busy")) }
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CallError::Answered(_)), "{e:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "it may have run: not again");
     }
 
     /// A real generated-client call on the channel (to a port that refuses), so the error is

@@ -7,18 +7,22 @@
 //! - [`watch`]: the healthy instances of a service as always-fresh snapshots, from Consul
 //!   blocking queries or from a fixed list.
 //! - [`balance`]: calls spread over those instances, one reused HTTP/2 connection each, with a
-//!   deadline on every call and one retry elsewhere when a connection is refused.
+//!   deadline on every call and one retry elsewhere when the first attempt was not sent.
+//! - [`call`]: what became of a failed call (not sent, broken, late, answered) and whether a
+//!   retry is safe, classified once from the error's types.
 //! - [`pace`]: token bucket, backoff and randomness for the loops above.
 //!
 //! Nothing on a request path talks to Consul: the balancer reads the latest snapshot in memory.
 
 pub mod balance;
+pub mod call;
 pub mod consul;
 pub mod pace;
 pub mod register;
 pub mod watch;
 
 pub use balance::{Balancer, Policy};
+pub use call::CallError;
 pub use consul::{ConsulClient, Endpoint, Registration};
 pub use register::Registrar;
 pub use watch::{EndpointSet, Endpoints, WatchConfig};

@@ -1,24 +1,51 @@
-//! Orders as the service understands them: the status machine, the rules for a new order, and
-//! exact integer pricing. Pure functions, unit-tested here.
+//! Orders as the service understands them: the status machine (which moves are legal, who may
+//! make them, and what each status asks of the product service), the validated parts of a new
+//! order, and exact integer pricing. Pure: no I/O, no gRPC; refusals are [`Refusal`]s.
 
 use std::collections::HashSet;
-
-use crate::error::Error;
+use std::fmt;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 999;
 pub const ADDRESS_MAX: usize = 500;
-/// Long enough for a UUID or any client's scheme, short enough to index cheaply.
-pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+/// Long enough for a UUID or any client's scheme; what the gateway also accepts.
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// How long an idempotency key protects against a repeat.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 pub const PAGE_SIZE_DEFAULT: i32 = 10;
 pub const PAGE_SIZE_MAX: i32 = 100;
 
+/// Why the domain refuses something. Each variant names what a client got wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A request field breaks a rule; the message names the field.
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("order {id} cannot move from {from} to {to}")]
+    IllegalMove {
+        id: i64,
+        from: OrderStatus,
+        to: OrderStatus,
+    },
+    #[error("only an admin may mark an order {0}")]
+    AdminOnly(OrderStatus),
+    #[error("product {0} does not exist or is no longer sold")]
+    UnknownProduct(i64),
+}
+
+impl Refusal {
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Refusal {
+        Refusal::Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Where an order is. `Reserving` and `Failed` are internal: such orders were never acknowledged
 /// and are never shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
     Reserving,
     Pending,
     Paid,
@@ -28,68 +55,95 @@ pub enum Status {
     Failed,
 }
 
-impl Status {
+/// What the product service must have done with an order's units, by the order's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    /// Taken out of stock and held for the order.
+    Held,
+    /// Sold for good (the order shipped).
+    Committed,
+    /// Back in stock, or never taken.
+    Released,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Reserving,
+        OrderStatus::Pending,
+        OrderStatus::Paid,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Reserving => "reserving",
-            Status::Pending => "pending",
-            Status::Paid => "paid",
-            Status::Shipped => "shipped",
-            Status::Delivered => "delivered",
-            Status::Cancelled => "cancelled",
-            Status::Failed => "failed",
+            OrderStatus::Reserving => "reserving",
+            OrderStatus::Pending => "pending",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Failed => "failed",
         }
     }
 
-    pub fn from_db(s: &str) -> Status {
-        match s {
-            "pending" => Status::Pending,
-            "paid" => Status::Paid,
-            "shipped" => Status::Shipped,
-            "delivered" => Status::Delivered,
-            "cancelled" => Status::Cancelled,
-            "failed" => Status::Failed,
-            _ => Status::Reserving,
-        }
+    /// Any status, as stored.
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     /// A status a client may name.
-    pub fn parse_public(s: &str) -> Option<Status> {
-        match s {
-            "pending" => Some(Status::Pending),
-            "paid" => Some(Status::Paid),
-            "shipped" => Some(Status::Shipped),
-            "delivered" => Some(Status::Delivered),
-            "cancelled" => Some(Status::Cancelled),
-            _ => None,
-        }
+    pub fn parse_public(s: &str) -> Option<OrderStatus> {
+        OrderStatus::parse(s).filter(|st| st.visible())
     }
 
     pub fn visible(self) -> bool {
-        !matches!(self, Status::Reserving | Status::Failed)
+        !matches!(self, OrderStatus::Reserving | OrderStatus::Failed)
+    }
+
+    /// What the product service must have done with the units once this status is settled;
+    /// `None` while the reservation itself is in flight.
+    pub fn units(self) -> Option<Units> {
+        match self {
+            OrderStatus::Reserving => None,
+            OrderStatus::Pending | OrderStatus::Paid => Some(Units::Held),
+            OrderStatus::Shipped | OrderStatus::Delivered => Some(Units::Committed),
+            OrderStatus::Cancelled | OrderStatus::Failed => Some(Units::Released),
+        }
+    }
+
+    /// The statuses whose units are `units`: a settlement made for one of them still holds
+    /// after a move among them (shipped -> delivered).
+    pub fn with_units(units: Units) -> Vec<OrderStatus> {
+        OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.units() == Some(units))
+            .collect()
     }
 }
 
-/// Checks a status move: legal moves only, and the ones only an admin may make.
-pub fn check_move(id: i64, from: Status, to: Status, admin: bool) -> Result<(), Error> {
-    use Status::*;
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a status move a caller asks for: legal moves only, and the ones only an admin may
+/// make.
+pub fn check_move(id: i64, from: OrderStatus, to: OrderStatus, admin: bool) -> Result<(), Refusal> {
+    use OrderStatus::*;
     let legal = matches!(
         (from, to),
         (Pending, Paid) | (Paid, Shipped) | (Shipped, Delivered) | (Pending, Cancelled) | (Paid, Cancelled)
     );
     if !legal {
-        return Err(Error::Conflict(format!(
-            "order {id} cannot move from {} to {}",
-            from.as_str(),
-            to.as_str()
-        )));
+        return Err(Refusal::IllegalMove { id, from, to });
     }
     let owner_may = matches!(to, Paid | Cancelled);
     if !owner_may && !admin {
-        return Err(Error::Forbidden(format!(
-            "only an admin may mark an order {}",
-            to.as_str()
-        )));
+        return Err(Refusal::AdminOnly(to));
     }
     Ok(())
 }
@@ -99,6 +153,107 @@ pub fn check_move(id: i64, from: Status, to: Status, admin: bool) -> Result<(), 
 pub struct Line {
     pub product_id: i64,
     pub quantity: i64,
+}
+
+/// The lines of a new order, checked: 1 to [`MAX_LINES`] lines, positive product ids, each
+/// product once, quantities 1 to [`MAX_QUANTITY`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lines(Vec<Line>);
+
+impl Lines {
+    pub fn parse(lines: Vec<Line>) -> Result<Lines, Refusal> {
+        if lines.is_empty() || lines.len() > MAX_LINES {
+            return Err(Refusal::invalid(
+                "items",
+                format!("must have 1 to {MAX_LINES} lines, got {}", lines.len()),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for l in &lines {
+            if l.product_id <= 0 {
+                return Err(Refusal::invalid(
+                    "product_id",
+                    format!("must be a positive id, got {}", l.product_id),
+                ));
+            }
+            if !(1..=MAX_QUANTITY).contains(&l.quantity) {
+                return Err(Refusal::invalid(
+                    "quantity",
+                    format!(
+                        "must be from 1 to {MAX_QUANTITY} (product {}), got {}",
+                        l.product_id, l.quantity
+                    ),
+                ));
+            }
+            if !seen.insert(l.product_id) {
+                return Err(Refusal::invalid(
+                    "items",
+                    format!("product {} appears twice", l.product_id),
+                ));
+            }
+        }
+        Ok(Lines(lines))
+    }
+
+    pub fn as_slice(&self) -> &[Line] {
+        &self.0
+    }
+
+    pub fn product_ids(&self) -> Vec<i64> {
+        self.0.iter().map(|l| l.product_id).collect()
+    }
+}
+
+/// A shipping address: trimmed, 1 to [`ADDRESS_MAX`] characters, line breaks allowed, no other
+/// control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address(String);
+
+impl Address {
+    pub fn parse(a: &str) -> Result<Address, Refusal> {
+        let a = a.trim();
+        if a.is_empty() {
+            return Err(Refusal::invalid("shipping_address", "is required"));
+        }
+        if a.chars().count() > ADDRESS_MAX {
+            return Err(Refusal::invalid(
+                "shipping_address",
+                format!("must be at most {ADDRESS_MAX} characters"),
+            ));
+        }
+        if a.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(Refusal::invalid(
+                "shipping_address",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Address(a.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `Idempotency-Key`: 1 to [`IDEMPOTENCY_KEY_MAX`] printable ASCII characters (space
+/// included), the same rule the gateway applies to the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(k: &str) -> Result<IdempotencyKey, Refusal> {
+        if k.is_empty() || k.len() > IDEMPOTENCY_KEY_MAX || !k.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err(Refusal::invalid(
+                "idempotency-key",
+                format!("must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"),
+            ));
+        }
+        Ok(IdempotencyKey(k.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A line priced by the product service.
@@ -113,7 +268,7 @@ pub struct PricedLine {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub status: Status,
+    pub status: OrderStatus,
     pub at: i64,
     pub by: i64,
 }
@@ -122,7 +277,7 @@ pub struct Change {
 pub struct Order {
     pub id: i64,
     pub user_id: i64,
-    pub status: Status,
+    pub status: OrderStatus,
     pub items: Vec<PricedLine>,
     pub total_cents: i64,
     pub shipping_address: String,
@@ -131,72 +286,6 @@ pub struct Order {
     pub updated_at: i64,
     /// For `Failed` orders: why.
     pub failure: Option<String>,
-}
-
-pub fn check_lines(lines: &[Line]) -> Result<(), Error> {
-    if lines.is_empty() || lines.len() > MAX_LINES {
-        return Err(Error::invalid(
-            "items",
-            format!("must have 1 to {MAX_LINES} lines, got {}", lines.len()),
-        ));
-    }
-    let mut seen = HashSet::new();
-    for l in lines {
-        if l.product_id <= 0 {
-            return Err(Error::invalid(
-                "product_id",
-                format!("must be a positive id, got {}", l.product_id),
-            ));
-        }
-        if !(1..=MAX_QUANTITY).contains(&l.quantity) {
-            return Err(Error::invalid(
-                "quantity",
-                format!(
-                    "must be from 1 to {MAX_QUANTITY} (product {}), got {}",
-                    l.product_id, l.quantity
-                ),
-            ));
-        }
-        if !seen.insert(l.product_id) {
-            return Err(Error::invalid(
-                "items",
-                format!("product {} appears twice", l.product_id),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Returns the address trimmed. Line breaks are fine in an address; other control characters
-/// are not.
-pub fn check_address(a: &str) -> Result<String, Error> {
-    let a = a.trim();
-    if a.is_empty() {
-        return Err(Error::invalid("shipping_address", "is required"));
-    }
-    if a.chars().count() > ADDRESS_MAX {
-        return Err(Error::invalid(
-            "shipping_address",
-            format!("must be at most {ADDRESS_MAX} characters"),
-        ));
-    }
-    if a.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(Error::invalid(
-            "shipping_address",
-            "must not contain control characters",
-        ));
-    }
-    Ok(a.to_owned())
-}
-
-pub fn check_idempotency_key(k: &str) -> Result<(), Error> {
-    if k.is_empty() || k.len() > IDEMPOTENCY_KEY_MAX || !k.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            "idempotency-key",
-            format!("must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
-        ));
-    }
-    Ok(())
 }
 
 /// A product as the product service described it for pricing.
@@ -210,20 +299,15 @@ pub struct Offer {
 
 /// Prices the lines with the shop's prices: exact integer arithmetic, overflow refused. An
 /// unknown or deleted product is named.
-pub fn price(lines: &[Line], offers: &[Offer]) -> Result<(Vec<PricedLine>, i64), Error> {
-    let mut priced = Vec::with_capacity(lines.len());
+pub fn price(lines: &Lines, offers: &[Offer]) -> Result<(Vec<PricedLine>, i64), Refusal> {
+    let mut priced = Vec::with_capacity(lines.0.len());
     let mut total: i64 = 0;
-    for l in lines {
+    for l in &lines.0 {
         let offer = offers
             .iter()
             .find(|o| o.product_id == l.product_id && o.available)
-            .ok_or_else(|| {
-                Error::Upstream(tonic::Status::not_found(format!(
-                    "product {} does not exist or is no longer sold",
-                    l.product_id
-                )))
-            })?;
-        let too_big = || Error::invalid("items", "the order total is too large");
+            .ok_or(Refusal::UnknownProduct(l.product_id))?;
+        let too_big = || Refusal::invalid("items", "the order total is too large");
         let line_total = offer.price_cents.checked_mul(l.quantity).ok_or_else(too_big)?;
         total = total.checked_add(line_total).ok_or_else(too_big)?;
         priced.push(PricedLine {
@@ -239,20 +323,29 @@ pub fn price(lines: &[Line], offers: &[Offer]) -> Result<(Vec<PricedLine>, i64),
 
 /// What makes two create requests "the same order" for an idempotency key: owner, lines in any
 /// order, and address.
-pub fn fingerprint(user_id: i64, lines: &[Line], address: &str) -> String {
-    let mut sorted = lines.to_vec();
+pub fn fingerprint(user_id: i64, lines: &Lines, address: &Address) -> String {
+    let mut sorted = lines.0.clone();
     sorted.sort();
     let lines: Vec<String> = sorted
         .iter()
         .map(|l| format!("{}x{}", l.product_id, l.quantity))
         .collect();
-    format!("user={user_id};lines={};address={address}", lines.join(","))
+    format!("user={user_id};lines={};address={}", lines.join(","), address.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Status::*;
+    use OrderStatus::*;
+
+    fn lines(pairs: &[(i64, i64)]) -> Result<Lines, Refusal> {
+        Lines::parse(
+            pairs
+                .iter()
+                .map(|&(product_id, quantity)| Line { product_id, quantity })
+                .collect(),
+        )
+    }
 
     #[test]
     fn the_status_machine() {
@@ -272,42 +365,52 @@ mod tests {
         }
         assert!(check_move(1, Pending, Paid, false).is_ok(), "owners pay");
         assert!(check_move(1, Paid, Cancelled, false).is_ok(), "owners cancel");
-        assert!(matches!(
+        assert_eq!(
             check_move(1, Paid, Shipped, false),
-            Err(Error::Forbidden(_))
-        ));
-        assert!(matches!(
-            check_move(1, Shipped, Delivered, false),
-            Err(Error::Forbidden(_))
-        ));
-        match check_move(7, Delivered, Cancelled, true) {
-            Err(Error::Conflict(m)) => assert_eq!(m, "order 7 cannot move from delivered to cancelled"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(Status::parse_public("reserving"), None);
-        assert_eq!(Status::parse_public("failed"), None);
+            Err(Refusal::AdminOnly(Shipped))
+        );
+        assert_eq!(
+            check_move(7, Delivered, Cancelled, true).unwrap_err().to_string(),
+            "order 7 cannot move from delivered to cancelled"
+        );
+        assert_eq!(OrderStatus::parse_public("reserving"), None);
+        assert_eq!(OrderStatus::parse_public("failed"), None);
+        assert_eq!(OrderStatus::parse("failed"), Some(Failed));
+        assert_eq!(OrderStatus::parse("lost"), None);
     }
 
     #[test]
-    fn lines_and_addresses() {
-        let l = |product_id, quantity| Line { product_id, quantity };
-        assert!(check_lines(&[l(1, 1), l(2, 999)]).is_ok());
-        assert!(check_lines(&[]).is_err());
-        assert!(check_lines(&[l(1, 1000)]).is_err());
-        assert!(check_lines(&[l(1, 0)]).is_err());
-        assert!(check_lines(&[l(1, 1), l(1, 1)]).is_err());
-        let many: Vec<Line> = (1..=51).map(|i| l(i, 1)).collect();
-        assert!(check_lines(&many).is_err());
+    fn every_status_says_what_the_product_service_owes() {
+        assert_eq!(Reserving.units(), None);
+        assert_eq!(OrderStatus::with_units(Units::Held), [Pending, Paid]);
+        assert_eq!(OrderStatus::with_units(Units::Committed), [Shipped, Delivered]);
+        assert_eq!(OrderStatus::with_units(Units::Released), [Cancelled, Failed]);
+    }
+
+    #[test]
+    fn lines_addresses_and_keys() {
+        assert!(lines(&[(1, 1), (2, 999)]).is_ok());
+        assert!(lines(&[]).is_err());
+        assert!(lines(&[(1, 1000)]).is_err());
+        assert!(lines(&[(1, 0)]).is_err());
+        assert!(lines(&[(0, 1)]).is_err());
+        assert!(lines(&[(1, 1), (1, 1)]).is_err());
+        let many: Vec<(i64, i64)> = (1..=51).map(|i| (i, 1)).collect();
+        assert!(lines(&many).is_err());
         assert_eq!(
-            check_address(" 1 Main St\nSpringfield ").unwrap(),
+            Address::parse(" 1 Main St\nSpringfield ").unwrap().as_str(),
             "1 Main St\nSpringfield"
         );
-        assert!(check_address("  ").is_err());
-        assert!(check_address(&"a".repeat(501)).is_err());
-        assert!(check_address("bell\u{7}").is_err());
-        assert!(check_idempotency_key("abc-123").is_ok());
-        assert!(check_idempotency_key("has space").is_err());
-        assert!(check_idempotency_key(&"k".repeat(129)).is_err());
+        assert!(Address::parse("  ").is_err());
+        assert!(Address::parse(&"a".repeat(501)).is_err());
+        assert!(Address::parse("bell\u{7}").is_err());
+        assert!(IdempotencyKey::parse("abc-123").is_ok());
+        assert!(IdempotencyKey::parse("with space").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("naïve").is_err());
+        assert!(IdempotencyKey::parse("tab\there").is_err());
     }
 
     #[test]
@@ -318,63 +421,26 @@ mod tests {
             name: format!("p{id}"),
             price_cents: price,
         };
-        let lines = [
-            Line {
-                product_id: 1,
-                quantity: 3,
-            },
-            Line {
-                product_id: 2,
-                quantity: 2,
-            },
-        ];
-        let (priced, total) = price(&lines, &[offer(1, 1999), offer(2, 5)]).unwrap();
+        let two = lines(&[(1, 3), (2, 2)]).unwrap();
+        let (priced, total) = price(&two, &[offer(1, 1999), offer(2, 5)]).unwrap();
         assert_eq!(total, 3 * 1999 + 2 * 5);
         assert_eq!(priced[0].line_total_cents, 5997);
-        assert!(
-            matches!(price(&lines, &[offer(1, 1999)]), Err(Error::Upstream(_))),
-            "missing product"
-        );
-        let huge = [
-            Line {
-                product_id: 1,
-                quantity: 999,
-            },
-            Line {
-                product_id: 2,
-                quantity: 999,
-            },
-        ];
+        assert_eq!(price(&two, &[offer(1, 1999)]), Err(Refusal::UnknownProduct(2)));
+        let huge = lines(&[(1, 999), (2, 999)]).unwrap();
         assert!(matches!(
             price(&huge, &[offer(1, i64::MAX / 999), offer(2, i64::MAX / 999)]),
-            Err(Error::Invalid { .. })
+            Err(Refusal::Invalid { .. })
         ));
     }
 
     #[test]
     fn fingerprints_ignore_line_order() {
-        let a = [
-            Line {
-                product_id: 1,
-                quantity: 2,
-            },
-            Line {
-                product_id: 3,
-                quantity: 1,
-            },
-        ];
-        let b = [
-            Line {
-                product_id: 3,
-                quantity: 1,
-            },
-            Line {
-                product_id: 1,
-                quantity: 2,
-            },
-        ];
-        assert_eq!(fingerprint(5, &a, "x"), fingerprint(5, &b, "x"));
-        assert_ne!(fingerprint(5, &a, "x"), fingerprint(6, &a, "x"));
-        assert_ne!(fingerprint(5, &a, "x"), fingerprint(5, &a, "y"));
+        let a = lines(&[(1, 2), (3, 1)]).unwrap();
+        let b = lines(&[(3, 1), (1, 2)]).unwrap();
+        let x = Address::parse("x").unwrap();
+        let y = Address::parse("y").unwrap();
+        assert_eq!(fingerprint(5, &a, &x), fingerprint(5, &b, &x));
+        assert_ne!(fingerprint(5, &a, &x), fingerprint(6, &a, &x));
+        assert_ne!(fingerprint(5, &a, &x), fingerprint(5, &a, &y));
     }
 }

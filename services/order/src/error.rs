@@ -4,14 +4,18 @@
 use shop_kit::db::DbError;
 use tonic::{Code, Status};
 
+use crate::domain::Refusal;
+use crate::upstream::{Service, UpstreamError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A request field breaks a rule; the message names the field.
-    #[error("{field}: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    /// The order rules refuse the request (a bad field, an illegal move, an unknown product).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// No such order, or one the caller may not see (a customer cannot tell the two apart).
     #[error("order {0} not found")]
     NotFound(i64),
-    /// A move or a state the order cannot take (illegal status move, reused idempotency key...).
+    /// A state the request cannot meet (the user cannot order, a reused idempotency key...).
     #[error("{0}")]
     Conflict(String),
     /// The first request with an idempotency key is still being processed.
@@ -21,48 +25,15 @@ pub enum Error {
     Unauthenticated(#[from] shop_auth::AuthError),
     #[error("{0}")]
     Forbidden(String),
-    /// Another service answered with a status the client should see as it is (not enough
-    /// stock, unknown product).
-    #[error("{}", .0.message())]
-    Upstream(Status),
-    /// Another service could not be reached or did not answer in time.
-    #[error("{service} is unavailable: {detail}")]
-    Unavailable { service: &'static str, detail: String },
+    /// A call to another service failed; what the client sees depends on how (below).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The order was written but a crash or a recovery pass took it over before it was
+    /// acknowledged; nothing is held for it and the client may retry.
+    #[error("order {0} was interrupted before it completed; nothing was charged or held; retry")]
+    Interrupted(i64),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl Error {
-    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
-        Error::Invalid {
-            field,
-            problem: problem.into(),
-        }
-    }
-
-    /// Classifies an answer from another service: business refusals pass through, everything
-    /// else means the service is unavailable.
-    pub fn from_upstream(service: &'static str, status: Status) -> Error {
-        match status.code() {
-            Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument => Error::Upstream(status),
-            // The product service is called with our own service token: a refusal there is our
-            // configuration's fault, not the customer's.
-            Code::Unauthenticated | Code::PermissionDenied if service == crate::upstream::PRODUCT_SERVICE => {
-                Error::Internal(format!(
-                    "the product service refused the order service's service token ({}); re-issue it with \
-                     `user-service issue-service-token --service order-service`",
-                    status.message()
-                ))
-            }
-            Code::Unauthenticated | Code::PermissionDenied => Error::Upstream(status),
-            _ => Error::Unavailable {
-                service,
-                detail: status.message().to_owned(),
-            },
-        }
-    }
 }
 
 impl From<rusqlite::Error> for Error {
@@ -71,22 +42,57 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+fn refusal_status(r: &Refusal) -> Status {
+    let code = match r {
+        Refusal::Invalid { .. } => Code::InvalidArgument,
+        Refusal::IllegalMove { .. } => Code::FailedPrecondition,
+        Refusal::AdminOnly(_) => Code::PermissionDenied,
+        Refusal::UnknownProduct(_) => Code::NotFound,
+    };
+    Status::new(code, r.to_string())
+}
+
+/// Another service's failure as our client should see it: a refusal on the merits passes
+/// through (not enough stock, unknown product, the user's own token refused); a refusal of our
+/// service token is our configuration's fault; anything else means the service is unavailable.
+fn upstream_status(e: UpstreamError) -> Status {
+    if let Some(s) = e.refusal() {
+        return Status::new(s.code(), s.message());
+    }
+    if let Some(s) = e.answered(&[Code::Unauthenticated, Code::PermissionDenied]) {
+        if e.service == Service::Products {
+            tracing::error!(
+                error = %s.message(),
+                "the product service refused the order service's service token; re-issue it with \
+                 `user-service issue-service-token --service order-service`"
+            );
+            return Status::internal("internal error");
+        }
+        return Status::new(s.code(), s.message());
+    }
+    let service = e.service.noun();
+    tracing::warn!(error = %e, "upstream call failed");
+    match e.error {
+        shop_discovery::CallError::Answered(s) => {
+            // The service's own failure (busy, broken): unavailable to our client.
+            Status::unavailable(format!("the {service} service is unavailable: {}", s.message()))
+        }
+        other => other.into_status(service),
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         match e {
-            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::Refused(r) => refusal_status(&r),
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::Conflict(_) => Status::failed_precondition(e.to_string()),
             Error::InProgress(_) => Status::aborted(e.to_string()),
             Error::Unauthenticated(a) => a.into(),
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
-            Error::Upstream(s) => Status::new(s.code(), s.message()),
-            Error::Unavailable { .. } => Status::unavailable(e.to_string()),
+            Error::Upstream(u) => upstream_status(u),
+            Error::Interrupted(_) => Status::unavailable(e.to_string()),
             Error::Db(db) => db.into_status("order"),
-            Error::Internal(msg) => {
-                tracing::error!(error = %msg, "internal error");
-                Status::internal("internal error")
-            }
         }
     }
 }
@@ -94,33 +100,71 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shop_discovery::CallError;
+
+    fn upstream(service: Service, error: CallError) -> Status {
+        Status::from(Error::Upstream(UpstreamError { service, error }))
+    }
 
     #[test]
-    fn upstream_answers_are_classified() {
-        let product = crate::upstream::PRODUCT_SERVICE;
-        let user = crate::upstream::USER_SERVICE;
-        assert!(matches!(
-            Error::from_upstream(product, Status::failed_precondition("stock")),
-            Error::Upstream(_)
-        ));
-        assert!(matches!(
-            Error::from_upstream(product, Status::unavailable("gone")),
-            Error::Unavailable { .. }
-        ));
-        assert!(matches!(
-            Error::from_upstream(product, Status::deadline_exceeded("slow")),
-            Error::Unavailable { .. }
-        ));
-        assert!(matches!(
-            Error::from_upstream(product, Status::permission_denied("no")),
-            Error::Internal(_)
-        ));
-        assert!(matches!(
-            Error::from_upstream(user, Status::unauthenticated("expired")),
-            Error::Upstream(_)
-        ));
-        let shown = Status::from(Error::from_upstream(product, Status::unavailable("gone")));
-        assert_eq!(shown.code(), Code::Unavailable);
-        assert_eq!(shown.message(), "product-service is unavailable: gone");
+    fn upstream_failures_are_shown_by_kind() {
+        let stock = upstream(
+            Service::Products,
+            CallError::Answered(Status::failed_precondition("not enough stock")),
+        );
+        assert_eq!(
+            (stock.code(), stock.message()),
+            (Code::FailedPrecondition, "not enough stock")
+        );
+        let token = upstream(
+            Service::Products,
+            CallError::Answered(Status::permission_denied("no")),
+        );
+        assert_eq!(token.code(), Code::Internal, "our service token is our problem");
+        let expired = upstream(
+            Service::Users,
+            CallError::Answered(Status::unauthenticated("expired")),
+        );
+        assert_eq!(
+            expired.code(),
+            Code::Unauthenticated,
+            "the customer's token is theirs"
+        );
+        let gone = upstream(
+            Service::Products,
+            CallError::NotSent {
+                instance: "a:1".into(),
+                status: Status::unavailable("tcp connect error"),
+            },
+        );
+        assert_eq!(
+            (gone.code(), gone.message()),
+            (Code::Unavailable, "the product service could not be reached")
+        );
+        let late = upstream(
+            Service::Users,
+            CallError::Deadline {
+                instance: "a:1".into(),
+                after: std::time::Duration::from_secs(1),
+            },
+        );
+        assert_eq!(late.code(), Code::DeadlineExceeded);
+        let busy = upstream(
+            Service::Products,
+            CallError::Answered(Status::unavailable("busy")),
+        );
+        assert_eq!(busy.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn refusals_map_by_kind() {
+        use crate::domain::OrderStatus;
+        let s = Status::from(Error::from(Refusal::AdminOnly(OrderStatus::Shipped)));
+        assert_eq!(s.code(), Code::PermissionDenied);
+        let s = Status::from(Error::from(Refusal::UnknownProduct(9)));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "product 9 does not exist or is no longer sold")
+        );
     }
 }

@@ -3,14 +3,18 @@
 //! stock returned exactly once, whatever crashes in between.
 //!
 //! `main` is thin; [`run`] is the whole server. Modules: [`config`], [`domain`] (status machine,
-//! order rules, pricing), [`store`] (all SQL, and the write order that makes crashes
-//! repairable), [`upstream`] (user and product calls through discovery, with deadlines),
-//! [`grpc`] (the flows, and the recovery pass), [`error`] (the one mapping to gRPC status).
+//! order rules, pricing; pure), [`store`] (all SQL, and the bookkeeping that makes crashes and
+//! races repairable), [`upstream`] (user and product calls through discovery, with deadlines and
+//! typed failures), [`flows`] (create, show, move, cancel, settle), [`recovery`] (the pass that
+//! finishes what was interrupted), [`grpc`] (protobuf in and out), [`error`] (the one mapping to
+//! gRPC status).
 
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod flows;
 pub mod grpc;
+pub mod recovery;
 pub mod store;
 pub mod upstream;
 
@@ -23,6 +27,7 @@ use shop_kit::db::{Db, DbError};
 use shop_kit::serve;
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use tokio::net::TcpListener;
+use upstream::Service;
 
 pub use config::Config;
 
@@ -85,37 +90,41 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Setup(format!("start-up task failed: {e}")))??
     };
+    let (users, products) = (Service::Users.name(), Service::Products.name());
     let up = upstream::Upstreams {
         users: Balancer::new(
-            upstream::USER_SERVICE,
+            users,
             config.policy,
-            endpoints(&config, upstream::USER_SERVICE, &config.user_addrs)?,
+            endpoints(&config, users, &config.user_addrs)?,
         ),
         products: Balancer::new(
-            upstream::PRODUCT_SERVICE,
+            products,
             config.policy,
-            endpoints(&config, upstream::PRODUCT_SERVICE, &config.product_addrs)?,
+            endpoints(&config, products, &config.product_addrs)?,
         ),
         timeout: config.timeout,
         service_bearer: format!("Bearer {}", token.trim()),
     };
-    let api = Arc::new(grpc::OrderApi {
-        db,
+    let orders = Arc::new(flows::Orders { db, up: Arc::new(up) });
+    let api = grpc::OrderApi {
+        orders: Arc::clone(&orders),
         verifier: Arc::new(verifier),
-        up: Arc::new(up),
-    });
+    };
 
     let recovery = {
-        let (api, grace, every) = (
-            Arc::clone(&api),
-            config.recovery_grace(),
-            config.recovery_interval,
-        );
+        let (grace, every) = (config.recovery_grace(), config.recovery_interval);
         tokio::spawn(async move {
             loop {
-                match api.recover_once(grace).await {
-                    Ok((0, 0)) => {}
-                    Ok((stuck, unreleased)) => tracing::info!(stuck, unreleased, "recovery pass"),
+                match orders.recover_once(grace).await {
+                    Ok(recovery::Pass {
+                        stuck: 0, owed: 0, ..
+                    }) => {}
+                    Ok(pass) => tracing::info!(
+                        stuck = pass.stuck,
+                        owed = pass.owed,
+                        left = pass.left,
+                        "recovery pass"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
                 }
                 tokio::time::sleep(every).await;
@@ -124,7 +133,7 @@ pub async fn run(
     };
 
     tracing::info!(db = %config.db_path().display(), "database open");
-    let service = OrderServiceServer::from_arc(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let service = OrderServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
     let who = serve::Identity {
         name: SERVICE_NAME,
         version: env!("CARGO_PKG_VERSION"),

@@ -1,84 +1,144 @@
 //! All of the order service's SQL: orders, their priced lines, their status history, and the
-//! bookkeeping that lets recovery finish what a crash interrupted.
+//! bookkeeping that keeps the product service's side of every order in step with the order.
 //!
-//! The write order of a new order: (1) the order row is written in `reserving` with its lines;
-//! (2) the product service reserves stock under the order id (idempotent); (3) the order becomes
-//! `pending` (acknowledged). Recovery releases the reservation of any order still `reserving`
-//! after a grace period and marks it `failed`. A cancel is (1) `cancelled` with
-//! `stock_released = 0`, (2) the release, (3) `stock_released = 1`; recovery redoes (2) for any
-//! cancelled order not yet released. The product service makes each release happen once.
+//! The order row is the truth; the product service follows it. Every status change is a guarded
+//! update (`... WHERE id = ? AND status = <expected>`), so of two racing moves exactly one
+//! wins. A move that changes what the product service must do with the units (ship: commit;
+//! cancel or fail: release) sets `settlement = 'owed'` in the same transaction; the call to the
+//! product service follows, and `settlement = 'done'` is written only once it answered. A crash
+//! or a lost race in between leaves `owed`, which the recovery pass finishes. `diverged` marks an
+//! order whose units the product service holds in the opposite state (it cannot be repaired
+//! automatically; it is logged as an error and left for an operator).
+//!
+//! A new order: (1) written in `reserving` (`owed`) with its lines; (2) the product service
+//! reserves the units under the order id (idempotent); (3) `pending` (`done`): acknowledged.
+//! A failure at (2) makes it `failed`: `done` when nothing can be held, `owed` (a release
+//! follows) when the reservation may have happened. An order left in `reserving` by a crash is
+//! failed by recovery after a grace period, then released. A failed order gives its
+//! idempotency key back, so a retry with the same key is served anew.
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use shop_kit::db::Migration;
 
-use crate::domain::{Change, Order, PricedLine, Status};
+use crate::domain::{Change, Order, OrderStatus, PricedLine, Units};
 use crate::error::Error;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "orders",
-    sql: "
-        CREATE TABLE orders (
-            id               INTEGER PRIMARY KEY AUTOINCREMENT,
-            user_id          INTEGER NOT NULL,
-            status           TEXT    NOT NULL CHECK (status IN
-                                 ('reserving', 'pending', 'paid', 'shipped', 'delivered', 'cancelled', 'failed')),
-            total_cents      INTEGER NOT NULL CHECK (total_cents >= 0),
-            shipping_address TEXT    NOT NULL,
-            idempotency_key  TEXT,
-            fingerprint      TEXT    NOT NULL,
-            failure          TEXT,
-            stock_released   INTEGER NOT NULL DEFAULT 0,
-            created_at       INTEGER NOT NULL,
-            updated_at       INTEGER NOT NULL
-        ) STRICT;
-        CREATE UNIQUE INDEX orders_idempotency ON orders (user_id, idempotency_key)
-            WHERE idempotency_key IS NOT NULL;
-        CREATE INDEX orders_by_user ON orders (user_id, created_at DESC, id DESC);
-        CREATE INDEX orders_needing_recovery ON orders (status, stock_released);
-        CREATE TABLE order_items (
-            order_id         INTEGER NOT NULL REFERENCES orders (id),
-            product_id       INTEGER NOT NULL,
-            product_name     TEXT    NOT NULL,
-            unit_price_cents INTEGER NOT NULL,
-            quantity         INTEGER NOT NULL CHECK (quantity > 0),
-            line_total_cents INTEGER NOT NULL,
-            PRIMARY KEY (order_id, product_id)
-        ) STRICT;
-        CREATE TABLE order_history (
-            id         INTEGER PRIMARY KEY,
-            order_id   INTEGER NOT NULL REFERENCES orders (id),
-            status     TEXT    NOT NULL,
-            changed_at INTEGER NOT NULL,
-            changed_by INTEGER NOT NULL
-        ) STRICT;
-        CREATE INDEX order_history_by_order ON order_history (order_id, id);
-    ",
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "orders",
+        sql: "
+            CREATE TABLE orders (
+                id               INTEGER PRIMARY KEY AUTOINCREMENT,
+                user_id          INTEGER NOT NULL,
+                status           TEXT    NOT NULL CHECK (status IN
+                                     ('reserving', 'pending', 'paid', 'shipped', 'delivered', 'cancelled', 'failed')),
+                total_cents      INTEGER NOT NULL CHECK (total_cents >= 0),
+                shipping_address TEXT    NOT NULL,
+                idempotency_key  TEXT,
+                fingerprint      TEXT    NOT NULL,
+                failure          TEXT,
+                stock_released   INTEGER NOT NULL DEFAULT 0,
+                created_at       INTEGER NOT NULL,
+                updated_at       INTEGER NOT NULL
+            ) STRICT;
+            CREATE UNIQUE INDEX orders_idempotency ON orders (user_id, idempotency_key)
+                WHERE idempotency_key IS NOT NULL;
+            CREATE INDEX orders_by_user ON orders (user_id, created_at DESC, id DESC);
+            CREATE INDEX orders_needing_recovery ON orders (status, stock_released);
+            CREATE TABLE order_items (
+                order_id         INTEGER NOT NULL REFERENCES orders (id),
+                product_id       INTEGER NOT NULL,
+                product_name     TEXT    NOT NULL,
+                unit_price_cents INTEGER NOT NULL,
+                quantity         INTEGER NOT NULL CHECK (quantity > 0),
+                line_total_cents INTEGER NOT NULL,
+                PRIMARY KEY (order_id, product_id)
+            ) STRICT;
+            CREATE TABLE order_history (
+                id         INTEGER PRIMARY KEY,
+                order_id   INTEGER NOT NULL REFERENCES orders (id),
+                status     TEXT    NOT NULL,
+                changed_at INTEGER NOT NULL,
+                changed_by INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX order_history_by_order ON order_history (order_id, id);
+        ",
+    },
+    Migration {
+        version: 2,
+        name: "settlement",
+        sql: "
+            -- Whether the product service's side of the order matches its status (see the top of
+            -- store.rs). Version 1 recorded this for cancelled orders only (stock_released).
+            ALTER TABLE orders ADD COLUMN settlement TEXT NOT NULL DEFAULT 'done'
+                CHECK (settlement IN ('done', 'owed', 'diverged'));
+            UPDATE orders SET settlement = 'owed'
+                WHERE status = 'reserving' OR (status = 'cancelled' AND stock_released = 0);
+            -- Failed orders give their idempotency key back.
+            UPDATE orders SET idempotency_key = NULL WHERE status = 'failed';
+            DROP INDEX orders_needing_recovery;
+            ALTER TABLE orders DROP COLUMN stock_released;
+            CREATE INDEX orders_owed ON orders (id) WHERE settlement = 'owed';
+            CREATE INDEX orders_reserving ON orders (updated_at) WHERE status = 'reserving';
+        ",
+    },
+];
+
+/// Whether the product service's side of an order is in step with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    Done,
+    /// A commit or a release is owed to the product service.
+    Owed,
+    /// The product service holds the units in the opposite state; an operator must look.
+    Diverged,
+}
+
+impl Settlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Done => "done",
+            Settlement::Owed => "owed",
+            Settlement::Diverged => "diverged",
+        }
+    }
+}
+
+fn status_of(r: &Row<'_>, i: usize) -> rusqlite::Result<OrderStatus> {
+    let text: String = r.get(i)?;
+    // The CHECK constraint admits only known statuses.
+    OrderStatus::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown status {text:?}").into(),
+        )
+    })
+}
 
 /// What the idempotency key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyed {
     pub id: i64,
     pub fingerprint: String,
-    pub status: Status,
-    pub failure: Option<String>,
+    pub status: OrderStatus,
 }
 
-/// The earlier order created with this key within the window, if any.
+/// The earlier order created with this key within the window, if any. Failed orders have given
+/// their key back.
 pub fn find_keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Result<Option<Keyed>, Error> {
     Ok(conn
         .query_row(
-            "SELECT id, fingerprint, status, failure FROM orders
+            "SELECT id, fingerprint, status FROM orders
              WHERE user_id = ?1 AND idempotency_key = ?2 AND created_at >= ?3",
             params![user_id, key, since],
             |r| {
                 Ok(Keyed {
                     id: r.get(0)?,
                     fingerprint: r.get(1)?,
-                    status: Status::from_db(&r.get::<_, String>(2)?),
-                    failure: r.get(3)?,
+                    status: status_of(r, 2)?,
                 })
             },
         )
@@ -92,40 +152,41 @@ pub enum Inserted {
     Existing(Keyed),
 }
 
+/// An order to write in `reserving`.
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    pub user_id: i64,
+    pub lines: &'a [PricedLine],
+    pub total_cents: i64,
+    pub address: &'a str,
+    pub key: Option<&'a str>,
+    pub fingerprint: &'a str,
+    pub now: i64,
+    /// Keys used before this moment may be used again.
+    pub key_since: i64,
+}
+
 /// Step 1 of a create: the order in `reserving`, with its priced lines.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one row's columns; a struct would only rename them"
-)]
-pub fn insert_reserving(
-    conn: &mut Connection,
-    user_id: i64,
-    lines: &[PricedLine],
-    total: i64,
-    address: &str,
-    key: Option<&str>,
-    fingerprint: &str,
-    now: i64,
-    since: i64,
-) -> Result<Inserted, Error> {
+pub fn insert_reserving(conn: &mut Connection, new: &NewOrder<'_>) -> Result<Inserted, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(key) = key {
-        if let Some(existing) = find_keyed(&tx, user_id, key, since)? {
+    if let Some(key) = new.key {
+        if let Some(existing) = find_keyed(&tx, new.user_id, key, new.key_since)? {
             return Ok(Inserted::Existing(existing));
         }
         // A key older than the window may be used again.
         tx.execute(
             "UPDATE orders SET idempotency_key = NULL WHERE user_id = ?1 AND idempotency_key = ?2",
-            params![user_id, key],
+            params![new.user_id, key],
         )?;
     }
     tx.execute(
-        "INSERT INTO orders (user_id, status, total_cents, shipping_address, idempotency_key, fingerprint, created_at, updated_at)
-         VALUES (?1, 'reserving', ?2, ?3, ?4, ?5, ?6, ?6)",
-        params![user_id, total, address, key, fingerprint, now],
+        "INSERT INTO orders (user_id, status, settlement, total_cents, shipping_address, idempotency_key, fingerprint,
+                             created_at, updated_at)
+         VALUES (?1, 'reserving', 'owed', ?2, ?3, ?4, ?5, ?6, ?6)",
+        params![new.user_id, new.total_cents, new.address, new.key, new.fingerprint, new.now],
     )?;
     let id = tx.last_insert_rowid();
-    for l in lines {
+    for l in new.lines {
         tx.execute(
             "INSERT INTO order_items (order_id, product_id, product_name, unit_price_cents, quantity, line_total_cents)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -136,31 +197,126 @@ pub fn insert_reserving(
     Ok(Inserted::New(id))
 }
 
-/// Step 3 of a create: `reserving` -> `pending`. False when the order is no longer reserving
-/// (recovery got to it first).
+/// Step 3 of a create: `reserving` -> `pending`, its units held. False when the order is no
+/// longer reserving (recovery failed it first).
 pub fn finish_reserving(conn: &mut Connection, id: i64, by: i64, now: i64) -> Result<bool, Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let n = tx.execute(
-        "UPDATE orders SET status = 'pending', updated_at = ?2 WHERE id = ?1 AND status = 'reserving'",
+        "UPDATE orders SET status = 'pending', settlement = 'done', updated_at = ?2
+         WHERE id = ?1 AND status = 'reserving'",
         params![id, now],
     )?;
     if n == 1 {
-        tx.execute(
-            "INSERT INTO order_history (order_id, status, changed_at, changed_by) VALUES (?1, 'pending', ?2, ?3)",
-            params![id, now, by],
-        )?;
+        record(&tx, id, OrderStatus::Pending, by, now)?;
     }
     tx.commit()?;
     Ok(n == 1)
 }
 
-/// `reserving` -> `failed`, with the reason. Only after the reservation is known not to exist
-/// (refused, or released).
-pub fn fail_reserving(conn: &Connection, id: i64, reason: &str, now: i64) -> Result<bool, Error> {
+/// `reserving` -> `failed`, with the reason, giving the idempotency key back. `settlement` is
+/// `Done` when nothing can be held, `Owed` when a release must follow. False when the order was
+/// no longer reserving.
+pub fn fail_reserving(
+    conn: &Connection,
+    id: i64,
+    reason: &str,
+    settlement: Settlement,
+    now: i64,
+) -> Result<bool, Error> {
     let n = conn.execute(
-        "UPDATE orders SET status = 'failed', failure = ?2, stock_released = 1, updated_at = ?3
+        "UPDATE orders SET status = 'failed', settlement = ?3, failure = ?2, idempotency_key = NULL, updated_at = ?4
          WHERE id = ?1 AND status = 'reserving'",
-        params![id, reason, now],
+        params![id, reason, settlement.as_str(), now],
+    )?;
+    Ok(n == 1)
+}
+
+fn record(conn: &Connection, id: i64, status: OrderStatus, by: i64, now: i64) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO order_history (order_id, status, changed_at, changed_by) VALUES (?1, ?2, ?3, ?4)",
+        params![id, status.as_str(), now, by],
+    )?;
+    Ok(())
+}
+
+/// Moves an order from `from` to `to` if it is still in `from`, recording who did it; when the
+/// move changes what the product service must do with the units, the settlement becomes owed
+/// in the same transaction. Returns false when someone else moved the order first.
+pub fn transition(
+    conn: &mut Connection,
+    id: i64,
+    from: OrderStatus,
+    to: OrderStatus,
+    by: i64,
+    now: i64,
+) -> Result<bool, Error> {
+    let owes = from.units() != to.units();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx.execute(
+        "UPDATE orders SET status = ?3, updated_at = ?4,
+             settlement = CASE WHEN ?5 THEN 'owed' ELSE settlement END
+         WHERE id = ?1 AND status = ?2",
+        params![id, from.as_str(), to.as_str(), now, owes],
+    )?;
+    if n == 1 {
+        record(&tx, id, to, by, now)?;
+    }
+    tx.commit()?;
+    Ok(n == 1)
+}
+
+/// An order whose units the product service still has to commit or release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owed {
+    pub id: i64,
+    pub status: OrderStatus,
+}
+
+/// The order's status, when a commit or a release is owed for it.
+pub fn owed(conn: &Connection, id: i64) -> Result<Option<Owed>, Error> {
+    Ok(conn
+        .query_row(
+            "SELECT id, status FROM orders WHERE id = ?1 AND settlement = 'owed' AND status != 'reserving'",
+            [id],
+            |r| {
+                Ok(Owed {
+                    id: r.get(0)?,
+                    status: status_of(r, 1)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Records what came of settling an order whose units should be `units`, if it still owes that
+/// (the status may have moved meanwhile only among statuses with the same units).
+pub fn settled(
+    conn: &Connection,
+    id: i64,
+    units: Units,
+    outcome: Settlement,
+    now: i64,
+) -> Result<bool, Error> {
+    let statuses: Vec<Sql> = OrderStatus::with_units(units)
+        .into_iter()
+        .map(|s| Sql::Text(s.as_str().to_owned()))
+        .collect();
+    let placeholders = (0..statuses.len())
+        .map(|i| format!("?{}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut args = vec![
+        Sql::Integer(id),
+        Sql::Text(outcome.as_str().to_owned()),
+        Sql::Integer(now),
+    ];
+    args.extend(statuses);
+    let n = conn.execute(
+        &format!(
+            "UPDATE orders SET settlement = ?2, updated_at = ?3
+             WHERE id = ?1 AND settlement = 'owed' AND status IN ({placeholders})"
+        ),
+        params_from_iter(args.iter()),
     )?;
     Ok(n == 1)
 }
@@ -169,7 +325,7 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<Order> {
     Ok(Order {
         id: r.get(0)?,
         user_id: r.get(1)?,
-        status: Status::from_db(&r.get::<_, String>(2)?),
+        status: status_of(r, 2)?,
         total_cents: r.get(3)?,
         shipping_address: r.get(4)?,
         created_at: r.get(5)?,
@@ -204,7 +360,7 @@ fn fill(conn: &Connection, order: &mut Order) -> Result<(), Error> {
     order.history = history
         .query_map([order.id], |r| {
             Ok(Change {
-                status: Status::from_db(&r.get::<_, String>(0)?),
+                status: status_of(r, 0)?,
                 at: r.get(1)?,
                 by: r.get(2)?,
             })
@@ -235,7 +391,7 @@ pub fn load(conn: &Connection, id: i64) -> Result<Option<Order>, Error> {
 pub fn list(
     conn: &Connection,
     user_id: i64,
-    status: Option<Status>,
+    status: Option<OrderStatus>,
     page: i32,
     size: i32,
 ) -> Result<(Vec<Order>, i64), Error> {
@@ -266,64 +422,43 @@ pub fn list(
     Ok((orders, total))
 }
 
-/// Moves an order from `from` to `to` if it is still in `from`, recording who did it. Returns
-/// false when someone else moved it first.
-pub fn transition(
-    conn: &mut Connection,
-    id: i64,
-    from: Status,
-    to: Status,
-    by: i64,
-    now: i64,
-) -> Result<bool, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx.execute(
-        "UPDATE orders SET status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?2",
-        params![id, from.as_str(), to.as_str(), now],
-    )?;
-    if n == 1 {
-        tx.execute(
-            "INSERT INTO order_history (order_id, status, changed_at, changed_by) VALUES (?1, ?2, ?3, ?4)",
-            params![id, to.as_str(), now, by],
-        )?;
-    }
-    tx.commit()?;
-    Ok(n == 1)
+/// What a recovery pass has to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Orders stuck in `reserving` since before the grace period: no create is still running
+    /// for them.
+    pub stuck: Vec<i64>,
+    /// Orders that owe the product service a commit or a release.
+    pub owed: Vec<Owed>,
 }
 
-pub fn stock_released(conn: &Connection, id: i64) -> Result<bool, Error> {
-    Ok(
-        conn.query_row("SELECT stock_released FROM orders WHERE id = ?1", [id], |r| {
-            r.get::<_, i64>(0)
-        })? == 1,
-    )
+/// Work for recovery, at most `limit` orders of each kind.
+pub fn recovery_work(conn: &Connection, stuck_before: i64, limit: i64) -> Result<Work, Error> {
+    let mut stuck = conn.prepare_cached(
+        "SELECT id FROM orders WHERE status = 'reserving' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2",
+    )?;
+    let stuck = stuck
+        .query_map(params![stuck_before, limit], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    let mut owed = conn.prepare_cached(
+        "SELECT id, status FROM orders WHERE settlement = 'owed' AND status != 'reserving' ORDER BY id LIMIT ?1",
+    )?;
+    let owed = owed
+        .query_map([limit], |r| {
+            Ok(Owed {
+                id: r.get(0)?,
+                status: status_of(r, 1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Work { stuck, owed })
 }
 
-pub fn mark_stock_released(conn: &Connection, id: i64, now: i64) -> Result<(), Error> {
-    conn.execute(
-        "UPDATE orders SET stock_released = 1, updated_at = ?2 WHERE id = ?1",
-        params![id, now],
-    )?;
-    Ok(())
-}
-
-/// Work for recovery: orders stuck in `reserving` since before `older_than`, and cancelled
-/// orders whose stock has not been confirmed returned.
-pub fn recovery_work(conn: &Connection, older_than: i64) -> Result<(Vec<i64>, Vec<i64>), Error> {
-    let ids = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Vec<i64>, Error> {
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt
-            .query_map(p, |r| r.get(0))?
-            .collect::<Result<Vec<i64>, _>>()?;
-        Ok(rows)
-    };
-    let stuck = ids(
-        "SELECT id FROM orders WHERE status = 'reserving' AND updated_at < ?1 ORDER BY id",
-        &[&older_than],
-    )?;
-    let unreleased = ids(
-        "SELECT id FROM orders WHERE status = 'cancelled' AND stock_released = 0 ORDER BY id",
-        &[],
-    )?;
-    Ok((stuck, unreleased))
+/// Orders the product service disagrees with, for the log and the audit.
+pub fn diverged(conn: &Connection) -> Result<Vec<i64>, Error> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM orders WHERE settlement = 'diverged' ORDER BY id")?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
 }

@@ -63,20 +63,13 @@ async fn wait_acked(acked: &Arc<Mutex<Vec<(i64, i64)>>>, n: usize) {
     }
 }
 
-/// Waits until recovery has nothing left to do.
+/// Waits until recovery has nothing left to do: no order reserving, every order's units where
+/// its status says.
 async fn wait_recovered(s: &Stack) {
-    let started = Instant::now();
-    loop {
-        let stuck = s.count_status("reserving");
-        if stuck == 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{stuck} orders still reserving"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    s.wait_settled().await;
+    assert_eq!(s.count_status("reserving"), 0);
+    let apart = s.disagreements();
+    assert!(apart.is_empty(), "{apart:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,6 +154,40 @@ async fn kill_9_of_the_product_service_gives_unavailable_not_hangs() {
         assert_eq!(o.status, "pending");
     }
     assert_eq!(s.stock(a).await + s.held_by_orders(a), START);
+    let (balanced, report) = s.product_audit();
+    assert!(balanced, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_that_failed_for_want_of_the_product_service_gives_its_key_back() {
+    let mut s = Stack::start("crash-key-back");
+    let a = s.product("Kettle", 1_000, START).await;
+    let (_, alice) = s.customer("alice").await;
+    let mut orders = s.orders().await;
+    s.product.kill9();
+    let first = orders
+        .create_order(order_req(&[(a, 2)], &alice, Some("key-1")))
+        .await
+        .unwrap_err();
+    assert_eq!(first.code(), Code::Unavailable, "{first:?}");
+
+    s.product = s.product_launch.start();
+    s.wait_healthy("product-service", 1);
+    // The retry with the same key is served anew, not answered with the failure.
+    let retried = orders
+        .create_order(order_req(&[(a, 2)], &alice, Some("key-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.status, "pending");
+    let again = orders
+        .create_order(order_req(&[(a, 2)], &alice, Some("key-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, retried.id, "from now on the key names this order");
+    wait_recovered(&s).await;
+    assert_eq!(s.stock(a).await, START - 2, "reserved once");
     let (balanced, report) = s.product_audit();
     assert!(balanced, "{report}");
 }

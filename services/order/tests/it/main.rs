@@ -5,4 +5,5 @@
 
 mod crashes;
 mod orders;
+mod races;
 mod support;

@@ -165,6 +165,64 @@ impl Stack {
         .unwrap()
     }
 
+    /// Orders on which the order service and the product service disagree: a live order
+    /// (pending, paid) whose units are not held, a shipped or delivered one whose units are not
+    /// committed, a cancelled or failed one whose units are not back, or one still reserving.
+    /// Read from both services' SQLite files.
+    pub fn disagreements(&self) -> Vec<String> {
+        let orders = rusqlite_open(&self.scratch.join("data/order.db"));
+        let products = rusqlite_open(&self.scratch.join("data/product.db"));
+        let mut stmt = orders
+            .prepare("SELECT id, status FROM orders ORDER BY id")
+            .unwrap();
+        let all: Vec<(i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut wrong = Vec::new();
+        for (id, status) in all {
+            let state: Option<String> = products
+                .query_row("SELECT state FROM reservations WHERE order_id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .ok();
+            let agrees = match status.as_str() {
+                "pending" | "paid" => state.as_deref() == Some("held"),
+                "shipped" | "delivered" => state.as_deref() == Some("committed"),
+                "cancelled" | "failed" | "expired" => matches!(state.as_deref(), None | Some("released")),
+                _ => false,
+            };
+            if !agrees {
+                wrong.push(format!("order {id} is {status}, its reservation {state:?}"));
+            }
+        }
+        wrong
+    }
+
+    /// Waits (up to 30 s) until recovery has settled every order with the product service.
+    pub async fn wait_settled(&self) {
+        let started = Instant::now();
+        while !self.disagreements().is_empty() && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The order service's own service token (what it presents for inventory calls).
+    pub fn service_token(&self) -> String {
+        std::fs::read_to_string(self.scratch.join("data/keys/order-service.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// The `settlement` of an order, read from the order service's SQLite file.
+    pub fn settlement(&self, id: i64) -> String {
+        let conn = rusqlite_open(&self.scratch.join("data/order.db"));
+        conn.query_row("SELECT settlement FROM orders WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    }
+
     /// `product-service audit` on the product database: stock + reserved = set by admins.
     pub fn product_audit(&self) -> (bool, String) {
         let (status, out, err) = Launch::new(

@@ -1,0 +1,73 @@
+//! The recovery pass: finishes what a crash, a lost race or an unreachable product service left
+//! half done. Orders stuck in `reserving` past a grace period (no create can still be running
+//! for them) fail and release their units; orders that owe the product service a commit or a
+//! release get it. Every step is a guarded update or an idempotent call, so a pass may overlap
+//! a request, another pass, or another instance's pass without doing anything twice.
+
+use std::time::Duration;
+
+use shop_kit::clock::now_millis;
+
+use crate::error::Error;
+use crate::flows::Orders;
+use crate::store::{self, Settlement};
+
+/// Orders looked at per pass; a backlog larger than this is worked off over several passes.
+const BATCH: i64 = 500;
+
+/// What one pass found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Orders failed because they were stuck in `reserving`.
+    pub stuck: usize,
+    /// Orders whose commit or release was owed.
+    pub owed: usize,
+    /// Of those, how many are still owed after the pass (the product service did not answer).
+    pub left: usize,
+}
+
+impl Orders {
+    /// One recovery pass; `grace` is how long an order may stay in `reserving` before it is
+    /// considered abandoned.
+    pub async fn recover_once(&self, grace: Duration) -> Result<Pass, Error> {
+        let stuck_before = now_millis() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let work = self
+            .db
+            .call(move |c| store::recovery_work(c, stuck_before, BATCH))
+            .await?;
+        let mut pass = Pass {
+            stuck: work.stuck.len(),
+            owed: work.owed.len(),
+            left: 0,
+        };
+        for id in work.stuck {
+            // First the order (guarded: a create that finished meanwhile wins), then the units.
+            let failed = self
+                .db
+                .call(move |c| {
+                    store::fail_reserving(
+                        c,
+                        id,
+                        "interrupted before it completed",
+                        Settlement::Owed,
+                        now_millis(),
+                    )
+                })
+                .await?;
+            if failed {
+                tracing::info!(order_id = id, "abandoned an interrupted order");
+                if let Err(e) = self.settle(id, "recovery").await {
+                    tracing::warn!(order_id = id, error = %e, "could not release yet; next pass");
+                    pass.left += 1;
+                }
+            }
+        }
+        for owed in work.owed {
+            if let Err(e) = self.settle(owed.id, "recovery").await {
+                tracing::warn!(order_id = owed.id, error = %e, "could not settle yet; next pass");
+                pass.left += 1;
+            }
+        }
+        Ok(pass)
+    }
+}
