@@ -48,6 +48,8 @@ struct RawGateway {
     max_body_bytes: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    body_timeout: Option<String>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
 }
@@ -158,11 +160,16 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Peers whose `X-Forwarded-For` is believed (for the client address of `ip` limits).
     pub trusted_proxies: Vec<Cidr>,
-    /// How long a client may take to send a request's headers (slow clients are cut off).
+    /// How long a new connection may take, from accept, to finish its first request head (TLS
+    /// handshake included); a connection that sends nothing is closed then.
     pub header_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// How long a request's body may take to arrive (408 past it).
+    pub body_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; at the cap the longest-idle one is closed to make room.
     pub max_connections: usize,
     pub descriptors: DescriptorPool,
     pub auth: Auth,
@@ -439,6 +446,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         raw.gateway.header_timeout.as_deref(),
         Duration::from_secs(10),
     );
+    let idle_timeout = duration(
+        &mut p,
+        "gateway",
+        "idle_timeout",
+        raw.gateway.idle_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
+    let body_timeout = duration(
+        &mut p,
+        "gateway",
+        "body_timeout",
+        raw.gateway.body_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    for (key, d) in [
+        ("header_timeout", header_timeout),
+        ("idle_timeout", idle_timeout),
+        ("body_timeout", body_timeout),
+    ] {
+        if d > Duration::from_secs(3600) {
+            p.add("gateway", key, "expected at most 1h");
+        }
+    }
     let max_header_bytes = raw.gateway.max_header_bytes.unwrap_or(16 * 1024);
     if !(8192..=1024 * 1024).contains(&max_header_bytes) {
         p.add("gateway", "max_header_bytes", "expected from 8192 to 1048576");
@@ -778,6 +808,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             max_body_bytes,
             trusted_proxies,
             header_timeout,
+            idle_timeout,
+            body_timeout,
             max_header_bytes,
             max_connections,
             descriptors,

@@ -13,10 +13,13 @@
 //! - [`cors`]: per-listener CORS (preflights and `Access-Control-*` headers);
 //! - [`reload`]: watching `gateway.toml` (and SIGHUP) to swap in a new configuration;
 //! - [`server`]: listeners (HTTP/1.1 and h2c, or TLS) and the graceful stop;
-//! - [`tls`]: certificates into rustls, the bounded handshake.
+//! - [`conn`]: each connection's clock (header timeout from accept, idle timeout) and room at
+//!   the connection cap (the longest-idle connection closes);
+//! - [`tls`]: certificates into rustls.
 
 pub mod breaker;
 pub mod config;
+pub mod conn;
 pub mod cors;
 pub mod limit;
 pub mod metrics;

@@ -53,6 +53,8 @@ pub struct Gateway {
     reloads_refused: AtomicU64,
     /// One reload at a time (a signal and a file change may arrive together).
     reloading: Mutex<()>,
+    /// The connection slots of every listener (`gateway.max_connections`, fixed at start).
+    connections: Arc<crate::conn::Slots>,
 }
 
 /// A loaded configuration and everything built from it. A request holds the one that was current
@@ -124,6 +126,7 @@ impl Gateway {
     pub fn new(config: Config) -> Result<Gateway, String> {
         let path = config.path.clone();
         let sockets = Sockets::of(&config);
+        let connections = crate::conn::Slots::new(config.max_connections);
         let loaded = Loaded::build(config, None)?;
         Ok(Gateway {
             path,
@@ -133,7 +136,13 @@ impl Gateway {
             reloads_ok: AtomicU64::new(0),
             reloads_refused: AtomicU64::new(0),
             reloading: Mutex::new(()),
+            connections,
         })
+    }
+
+    /// The connection slots the listeners share.
+    pub fn connections(&self) -> Arc<crate::conn::Slots> {
+        Arc::clone(&self.connections)
     }
 
     /// The file this gateway was started with (and reloads).
@@ -229,6 +238,7 @@ struct Sockets {
     /// Address, and whether it speaks TLS.
     listeners: Vec<(SocketAddr, bool)>,
     header_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
     max_header_bytes: usize,
     max_connections: usize,
 }
@@ -238,6 +248,7 @@ impl Sockets {
         Sockets {
             listeners: c.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
             header_timeout: c.header_timeout,
+            idle_timeout: c.idle_timeout,
             max_header_bytes: c.max_header_bytes,
             max_connections: c.max_connections,
         }
@@ -254,6 +265,9 @@ impl Sockets {
         }
         if self.header_timeout != new.header_timeout {
             changed.push("gateway.header_timeout");
+        }
+        if self.idle_timeout != new.idle_timeout {
+            changed.push("gateway.idle_timeout");
         }
         if self.max_header_bytes != new.max_header_bytes {
             changed.push("gateway.max_header_bytes");
@@ -445,6 +459,26 @@ impl Gateway {
                 counter.load(Ordering::Relaxed)
             );
         }
+        metrics::header(
+            &mut extra,
+            "gateway_connections_open",
+            "gauge",
+            "Client connections open now.",
+        );
+        let _ = writeln!(extra, "gateway_connections_open {}", self.connections.open());
+        metrics::header(
+            &mut extra,
+            "gateway_connections_closed_total",
+            "counter",
+            "Client connections the gateway closed, by reason (header_timeout, idle, evicted).",
+        );
+        for (cut, n) in self.connections.cuts() {
+            let _ = writeln!(
+                extra,
+                "gateway_connections_closed_total{{reason=\"{}\"}} {n}",
+                cut.label()
+            );
+        }
         let mut r = reply::empty(StatusCode::OK);
         *r.body_mut() = http_body_util::Full::new(Bytes::from(self.metrics.render(&extra)));
         r.headers_mut().insert(
@@ -486,7 +520,7 @@ impl Loaded {
 
         let who = self.authorize(route, req.headers())?;
         self.take_token(route, who.as_ref(), peer, req.headers(), trace)?;
-        let metadata = metadata(req.headers(), request_id);
+        let metadata = metadata(req.headers(), request_id)?;
         let query = req.uri().query().map(str::to_owned);
         let body = self.read_body(req).await?;
         let message =
@@ -613,8 +647,8 @@ impl Loaded {
     }
 
     /// The body, refused with 413 past `max_body_bytes` (by its declared length before reading
-    /// anything, or while reading), and with 415 when its `Content-Type` says it is something else
-    /// than JSON.
+    /// anything, or while reading), with 415 when its `Content-Type` says it is something else
+    /// than JSON, and with 408 when it has not all arrived within `body_timeout`.
     async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, Refusal>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -642,7 +676,11 @@ impl Loaded {
             }
         }
         let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-        match Limited::new(req.into_body(), limit_usize).collect().await {
+        let after = self.config.body_timeout;
+        let collected = tokio::time::timeout(after, Limited::new(req.into_body(), limit_usize).collect())
+            .await
+            .map_err(|_| Refusal::BodyTimeout { after })?;
+        match collected {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge { limit }),
             Err(e) => Err(Refusal::BadRequest(format!(
@@ -796,22 +834,38 @@ fn new_request_id() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// Longest `Idempotency-Key` accepted; the order service's limit too.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
 /// What the service gets besides the message: the request id, the client's token and its
-/// idempotency key. Values that are not valid metadata are left out (the service then refuses
-/// or ignores their absence as it would anyway).
-fn metadata(headers: &HeaderMap, request_id: &str) -> MetadataMap {
+/// idempotency key. A token that is not valid metadata is left out (the service then refuses
+/// its absence); an idempotency key is never dropped: one that is not 1 to 255 printable ASCII
+/// characters is refused here, because a retry that lost its key would create a second order.
+fn metadata(headers: &HeaderMap, request_id: &str) -> Result<MetadataMap, Refusal> {
     let mut m = MetadataMap::new();
     if let Ok(v) = MetadataValue::try_from(request_id) {
         m.insert(REQUEST_ID, v);
     }
-    for name in [AUTHORIZATION.as_str(), IDEMPOTENCY_KEY] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
-            && let Ok(v) = MetadataValue::try_from(v)
-        {
-            m.insert(name, v);
-        }
+    if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Ok(v) = MetadataValue::try_from(v)
+    {
+        m.insert(AUTHORIZATION.as_str(), v);
     }
-    m
+    if let Some(key) = headers.get(IDEMPOTENCY_KEY) {
+        let bytes = key.as_bytes();
+        let printable = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
+        let value = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|_| printable && (1..=MAX_IDEMPOTENCY_KEY).contains(&bytes.len()))
+            .and_then(|v| MetadataValue::try_from(v).ok())
+            .ok_or_else(|| {
+                Refusal::BadRequest(format!(
+                    "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+                ))
+            })?;
+        m.insert(IDEMPOTENCY_KEY, value);
+    }
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -856,10 +910,29 @@ mod tests {
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         h.insert("idempotency-key", HeaderValue::from_static("k-1"));
         h.insert("cookie", HeaderValue::from_static("secret=1"));
-        let m = metadata(&h, "rid");
+        let m = metadata(&h, "rid").unwrap();
         assert_eq!(m.get("authorization").unwrap(), "Bearer t");
         assert_eq!(m.get("idempotency-key").unwrap(), "k-1");
         assert_eq!(m.get(REQUEST_ID).unwrap(), "rid");
         assert!(m.get("cookie").is_none());
+        h.insert("idempotency-key", HeaderValue::from_static("with a space"));
+        assert!(metadata(&h, "rid").is_ok());
+    }
+
+    #[test]
+    fn a_bad_idempotency_key_is_refused_never_dropped() {
+        for bad in [
+            HeaderValue::from_bytes("naïve".as_bytes()).unwrap(),
+            HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+            HeaderValue::from_static(""),
+            HeaderValue::from_bytes(b"tab\there").unwrap(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("idempotency-key", bad.clone());
+            match metadata(&h, "rid") {
+                Err(Refusal::BadRequest(m)) => assert!(m.contains("Idempotency-Key"), "{m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 }

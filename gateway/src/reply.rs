@@ -3,7 +3,7 @@
 //! `{"error": ..., "code": ...}` body every error carries.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use tonic::Code;
@@ -71,6 +71,9 @@ pub enum Refusal {
     TooLarge { limit: u64 },
     #[error("the request body must be JSON (Content-Type: application/json), not {0}")]
     UnsupportedMediaType(String),
+    /// The body did not arrive within `gateway.body_timeout`; the connection is closed after.
+    #[error("the request body did not arrive within {} s", .after.as_secs_f64())]
+    BodyTimeout { after: std::time::Duration },
     /// No token, or one that does not verify. `invalid` says a token was sent.
     #[error("{message}")]
     Unauthenticated { message: String, invalid: bool },
@@ -94,6 +97,7 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => Code::Unimplemented,
             Refusal::BadRequest(_) | Refusal::UnsupportedMediaType(_) => Code::InvalidArgument,
             Refusal::TooLarge { .. } => Code::ResourceExhausted,
+            Refusal::BodyTimeout { .. } => Code::DeadlineExceeded,
             Refusal::Unauthenticated { .. } => Code::Unauthenticated,
             Refusal::Forbidden(_) => Code::PermissionDenied,
             Refusal::Limited { .. } => Code::ResourceExhausted,
@@ -107,6 +111,7 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             other => http_status(other.code()),
         }
     }
@@ -122,6 +127,10 @@ impl Refusal {
         }
         if let Refusal::Limited { retry_after_secs, .. } | Refusal::AllOpen { retry_after_secs, .. } = self {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        if let Refusal::BodyTimeout { .. } = self {
+            // The rest of the body may still come; the connection cannot be reused.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         // Every 401 names the scheme (RFC 9110, RFC 6750), whether the gateway or the service
         // refused the token; `invalid_token` when the gateway saw a token it could not accept.

@@ -1,8 +1,9 @@
 //! The listeners: HTTP/1.1 and HTTP/2 on each configured address, over cleartext (h2c, prior
-//! knowledge) or TLS (rustls, ALPN h2 or http/1.1); one task per connection, with the
-//! connection-level limits (header read timeout, which also bounds the TLS handshake; request
-//! head size; connections at once), and a graceful stop: no new connections, requests in flight
-//! finish within a bound, idle keep-alive connections are closed.
+//! knowledge) or TLS (rustls, ALPN h2 or http/1.1); one task per connection, living by the
+//! connection limits (`conn`: header timeout from accept, TLS handshake included; idle timeout;
+//! room made at the connection cap; plus hyper's request head size limit), and a graceful stop:
+//! no new connections, requests in flight finish within a bound, idle keep-alive connections
+//! are closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,13 +15,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Listener;
+use crate::conn::{self, Clock, Cut, Slots, Tracker};
 use crate::pipeline::Gateway;
 
 /// How long requests in flight may take to finish once a stop is asked for.
 pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long an idle connection asked to close (HTTP/2: after its `GOAWAY`) may take to do so
+/// before it is dropped: covers a client that stopped reading a response.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -53,8 +59,11 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
         })?;
         bound.push((socket, local, Arc::new(l.clone())));
     }
-    let builder = Arc::new(builder(config.header_timeout, config.max_header_bytes));
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let builder = Arc::new(builder(config.max_header_bytes));
+    let clock = Clock {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
     let (stopping, stop_seen) = watch::channel(false);
     // Every connection task holds a sender; the drain is over when the last one is dropped.
     let (alive, mut all_gone) = mpsc::channel::<()>(1);
@@ -69,8 +78,8 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
             listener,
             gateway: Arc::clone(&gateway),
             builder: Arc::clone(&builder),
-            slots: Arc::clone(&slots),
-            header_timeout: config.header_timeout,
+            slots: gateway.connections(),
+            clock,
             stop: stop_seen.clone(),
             alive: alive.clone(),
         })));
@@ -94,12 +103,14 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
     Ok(())
 }
 
-fn builder(header_timeout: Duration, max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+/// hyper's part: protocols, the request head size limit. Timing is `conn`'s (hyper's own
+/// HTTP/1 header timer would also cut idle keep-alive connections at the header timeout).
+fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(max_header_bytes);
     builder
         .http2()
@@ -115,8 +126,8 @@ struct Acceptor {
     listener: Arc<Listener>,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    slots: Arc<Semaphore>,
-    header_timeout: Duration,
+    slots: Arc<Slots>,
+    clock: Clock,
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 }
@@ -124,26 +135,26 @@ struct Acceptor {
 async fn accept(a: Acceptor) {
     let mut stop = a.stop.clone();
     loop {
-        // At the cap, stop accepting: new connections wait in the kernel's backlog.
-        let next = async {
-            let slot = a.slots.clone().acquire_owned().await;
-            (slot, a.socket.accept().await)
-        };
-        let (slot, accepted) = tokio::select! {
-            next = next => next,
+        let (stream, peer) = tokio::select! {
+            accepted = a.socket.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, breathe, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             () = stopped(&mut stop) => return,
         };
-        let Ok(slot) = slot else {
-            return;
+        // At the cap, the longest-idle connection makes room; only when every connection is
+        // busy does this one wait (and the next ones in the kernel's backlog).
+        let slot = tokio::select! {
+            slot = a.slots.admit() => slot,
+            () = stopped(&mut stop) => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: say so, breathe, go on.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some(slot) = slot else {
+            return;
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot turn off Nagle's algorithm");
@@ -161,62 +172,104 @@ async fn accept(a: Acceptor) {
         });
         let gateway = Arc::clone(&a.gateway);
         let listener = Arc::clone(&a.listener);
+        let tracker = Arc::clone(&slot.tracker);
         let service = service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
             let listener = Arc::clone(&listener);
-            async move { Ok::<_, Infallible>(gateway.handle(req, peer, &listener).await) }
+            let in_flight = tracker.begin();
+            async move {
+                let reply = gateway.handle(req, peer, &listener).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(reply)
+            }
         });
-        let builder = Arc::clone(&a.builder);
-        let stop = a.stop.clone();
+        let ends = Ends {
+            builder: Arc::clone(&a.builder),
+            stop: a.stop.clone(),
+            tracker: Arc::clone(&slot.tracker),
+            clock: a.clock,
+        };
         let alive = a.alive.clone();
-        let header_timeout = a.header_timeout;
+        let slots = Arc::clone(&a.slots);
         tokio::spawn(async move {
             let _alive = alive;
             let _slot = slot;
             let result = match tls {
-                None => drive(&builder, stream, service, stop).await,
-                Some(config) => match crate::tls::accept(config, stream, header_timeout).await {
-                    Ok(tls) => drive(&builder, tls, service, stop).await,
-                    Err(e) => {
-                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
-                        return;
+                None => ends.drive(stream, service).await,
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    let tls = tokio::select! {
+                        tls = handshake => tls,
+                        cut = conn::watch(&ends.tracker, ends.clock) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("TLS handshake not done: {}", cut.as_str()),
+                        )),
+                    };
+                    match tls {
+                        Ok(tls) => ends.drive(tls, service).await,
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
+                            Ok(None)
+                        }
                     }
-                },
+                }
             };
-            if let Err(e) = result {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            match result {
+                Ok(Some(cut)) => {
+                    slots.count_cut(cut);
+                    tracing::debug!(peer = %peer, why = cut.as_str(), "connection closed by the gateway");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(peer = %peer, error = %e, "connection ended with an error"),
             }
         });
     }
 }
 
-/// Serves one connection until it ends; when the stop comes, lets the requests in flight finish
-/// and closes it.
-async fn drive<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    service: S,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = crate::reply::Reply,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => result,
-        () = stopped(&mut stop) => {
+/// What ends a connection besides its client: the stop, and its clock.
+struct Ends {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stop: watch::Receiver<bool>,
+    tracker: Arc<Tracker>,
+    clock: Clock,
+}
+
+impl Ends {
+    /// Serves one connection until it ends. When the stop comes, requests in flight finish and
+    /// the connection closes. When its clock runs out it is dropped at once (no request yet, or
+    /// chosen to make room) or closed gracefully (idle: HTTP/2 gets a `GOAWAY`), within
+    /// [`CLOSE_GRACE`]. Returns the cut, when the gateway ended it.
+    async fn drive<I, S>(
+        mut self,
+        io: I,
+        service: S,
+    ) -> Result<Option<Cut>, Box<dyn std::error::Error + Send + Sync>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = crate::reply::Reply,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let cut = tokio::select! {
+            result = connection.as_mut() => return result.map(|()| None),
+            () = stopped(&mut self.stop) => {
+                connection.as_mut().graceful_shutdown();
+                return connection.await.map(|()| None);
+            }
+            cut = conn::watch(&self.tracker, self.clock) => cut,
+        };
+        if cut == Cut::Idle {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
         }
+        Ok(Some(cut))
     }
 }
 

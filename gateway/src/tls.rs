@@ -1,17 +1,14 @@
 //! TLS for listeners: a certificate chain and private key read from PEM files into a rustls
 //! server configuration (ring as the crypto provider; TLS 1.2 and 1.3; ALPN offering h2 and
-//! http/1.1), and the handshake with a bound on how long a client may take over it.
+//! http/1.1). The handshake runs in the connection's task, on the connection's header clock
+//! (`conn`): a client that connects and says nothing holds its slot no longer than that.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// Why a listener's certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,21 +57,4 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Runs the server side of a handshake, giving up after `within` (a client that connects and
-/// says nothing must not hold a connection slot for ever): `TimedOut` then.
-pub async fn accept(
-    config: Arc<ServerConfig>,
-    stream: TcpStream,
-    within: Duration,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    tokio::time::timeout(within, TlsAcceptor::from(config).accept(stream))
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("TLS handshake not done within {within:?}"),
-            ))
-        })
 }

@@ -1,6 +1,9 @@
-//! The listener's own protections: a client that sends its headers too slowly is cut off, a
-//! request head past the size limit is refused, and connections past the cap wait until a slot
-//! frees.
+//! The listener's own protections against clients that send nothing, send slowly or hold on:
+//! a connection that sends nothing or sends its headers too slowly is cut off at the header
+//! timeout (counted from accept), a stalled body gets 408 and the connection closes, idle
+//! keep-alive connections (HTTP/1.1 and HTTP/2) close at the idle timeout, a request head past
+//! the size limit is refused, and at the connection cap idle connections make room, so a flood
+//! of silent sockets cannot keep a real client out.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -79,25 +82,161 @@ fn slow_headers_are_cut_off_and_huge_heads_refused() {
 }
 
 #[test]
-fn connections_past_the_cap_wait_for_a_free_slot() {
+fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
+    let s = Stack::start("gw-silent");
+    let text = with_gateway_keys(&s, "header_timeout = \"1s\"");
+    let g = start_gateway(&s.scratch, "gateway-silent", &text);
+    let mut silent = TcpStream::connect(g.addr()).unwrap();
+    let started = Instant::now();
+    let (answer, closed) = read_until_closed(&mut silent, Duration::from_secs(5));
+    let after = started.elapsed();
+    eprintln!("silent connection closed after {after:?}");
+    assert!(closed && answer.is_empty(), "{answer:?}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2_500)).contains(&after),
+        "closed after {after:?}, header_timeout 1s"
+    );
+}
+
+#[test]
+fn a_stalled_body_gets_408_and_the_connection_closes() {
+    let s = Stack::start("gw-stalled-body");
+    let text = with_gateway_keys(&s, "body_timeout = \"1s\"");
+    let g = start_gateway(&s.scratch, "gateway-stalled-body", &text);
+    let admin = s.admin();
+    let mut c = TcpStream::connect(g.addr()).unwrap();
+    let started = Instant::now();
+    let head = format!(
+        "POST /api/products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{{"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let (answer, closed) = read_until_closed(&mut c, Duration::from_secs(5));
+    let after = started.elapsed();
+    eprintln!("stalled body answered after {after:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("\"code\":\"DEADLINE_EXCEEDED\""), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+    assert!(closed, "the connection closes after the 408");
+    assert!(after < Duration::from_millis(2_500), "answered after {after:?}");
+    let listed = crate::support::call(&g, "GET", "/api/products?page_size=100", None, None).expect(200);
+    assert_eq!(listed.json["total"], 0, "nothing was created");
+}
+
+#[test]
+fn idle_keep_alive_connections_close_at_the_idle_timeout() {
+    let s = Stack::start("gw-idle");
+    let text = with_gateway_keys(&s, "idle_timeout = \"1s\"");
+    let g = start_gateway(&s.scratch, "gateway-idle", &text);
+    s.wait_ready(&g);
+    let mut c = TcpStream::connect(g.addr()).unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let (answer, closed) = read_until_closed(&mut c, Duration::from_secs(5));
+    let after = started.elapsed();
+    eprintln!("idle HTTP/1.1 connection closed {after:?} after its request");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(closed, "kept alive past the idle timeout");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2_500)).contains(&after),
+        "closed after {after:?}, idle_timeout 1s"
+    );
+    // HTTP/2 (prior knowledge): one request, then a GOAWAY and the end of the connection.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let after = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/health", g.addr()))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        started.elapsed()
+    });
+    eprintln!("idle HTTP/2 connection closed {after:?} after its request");
+    assert!(after < Duration::from_millis(2_500), "{after:?}");
+    let m = crate::support::call(&g, "GET", "/metrics", None, None).expect(200);
+    assert!(
+        m.raw
+            .body
+            .contains("gateway_connections_closed_total{reason=\"idle\"} 2"),
+        "{}",
+        m.raw.body
+    );
+}
+
+#[test]
+fn silent_connections_past_the_cap_cannot_keep_a_client_out() {
     let s = Stack::start("gw-max-conns");
-    let text = with_gateway_keys(&s, "max_connections = 2");
-    let g = start_gateway(&s.scratch, "gateway-two-conns", &text);
+    let text = with_gateway_keys(&s, "max_connections = 50");
+    let g = start_gateway(&s.scratch, "gateway-fifty-conns", &text);
     let addr = g.addr();
-    // Two idle keep-alive connections take both slots.
-    let first = TcpStream::connect(addr).unwrap();
-    let second = TcpStream::connect(addr).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Four times the cap in silent sockets, from one client.
+    let silent: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut c, Duration::from_secs(5));
+    let after = started.elapsed();
+    eprintln!("a client behind 200 silent sockets (cap 50) was served in {after:?}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(after < Duration::from_secs(1), "served after {after:?}");
+    let m = crate::support::call(&g, "GET", "/metrics", None, None).expect(200);
+    let open = m
+        .raw
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_connections_open "))
+        .unwrap();
+    assert!(open.parse::<usize>().unwrap() <= 50, "open {open}");
+    drop(silent);
+}
+
+#[test]
+fn at_the_cap_with_every_connection_busy_a_new_one_waits_for_a_slot() {
+    let s = Stack::start("gw-busy-cap");
+    let text = with_gateway_keys(&s, "max_connections = 2\nbody_timeout = \"2s\"");
+    let g = start_gateway(&s.scratch, "gateway-two-busy", &text);
+    let addr = g.addr();
+    // Two requests whose bodies never finish keep both connections busy (not idle).
+    let busy: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"POST /api/users/login HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{")
+                .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let mut third = TcpStream::connect(addr).unwrap();
     third
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let (answer, _) = read_until_closed(&mut third, Duration::from_millis(700));
-    assert!(answer.is_empty(), "served past the cap: {answer:?}");
-    // A slot frees: the waiting connection is served.
-    drop(first);
+    assert!(
+        answer.is_empty(),
+        "served past the cap while both were busy: {answer:?}"
+    );
+    // Their bodies time out (408), their slots free, the waiting connection is served.
     let (answer, closed) = read_until_closed(&mut third, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(closed);
-    drop(second);
+    drop(busy);
 }

@@ -245,3 +245,32 @@ fn parallel_buyers_of_the_last_units_through_the_gateway_buy_exactly_them() {
     assert_eq!((sold, refused), (5, 15), "{statuses:?}");
     assert_eq!(s.stock(lamp), 0);
 }
+
+#[test]
+fn a_bad_idempotency_key_is_refused_and_a_good_one_makes_retries_safe() {
+    let s = Stack::start("gw-idempotency");
+    let admin = s.admin();
+    let lamp = s.product(&admin, "Lamp", 1000, 10);
+    let (_, alice) = s.customer("alice");
+    let auth = format!("Bearer {alice}");
+    let body =
+        json!({"items": [{"product_id": lamp, "quantity": 1}], "shipping_address": "1 Main St"}).to_string();
+    let order = |key: &str| {
+        crate::support::send(
+            &s.gateway,
+            "POST",
+            "/api/orders",
+            &[("Authorization", auth.as_str()), ("Idempotency-Key", key)],
+            Some(body.as_bytes()),
+        )
+    };
+    // Not silently dropped (a retry would then place a second order): refused, naming the header.
+    for bad in ["naïve-ключ", &"k".repeat(256)] {
+        order(bad).refused(400, "INVALID_ARGUMENT", "Idempotency-Key");
+    }
+    assert_eq!(s.stock(lamp), 10, "nothing was ordered");
+    let first = order("retry me please").expect(201).id();
+    let again = order("retry me please").expect(201).id();
+    assert_eq!(first, again);
+    assert_eq!(s.stock(lamp), 9);
+}
