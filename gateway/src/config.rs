@@ -69,6 +69,7 @@ struct RawAuth {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Option<String>,
+    revocations: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +225,9 @@ pub struct Auth {
     pub issuer: String,
     pub audience: String,
     pub leeway: Duration,
+    /// The upstream whose `ListRevocations` feed says which tokens were revoked (an account
+    /// deleted, a role changed); `None`: such tokens stay valid until they expire.
+    pub revocations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -511,6 +515,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             raw.auth.leeway.as_deref(),
             Duration::from_secs(30),
         ),
+        revocations: raw.auth.revocations.clone(),
     };
 
     let mut listeners = Vec::new();
@@ -791,6 +796,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 idempotent: r.idempotent.unwrap_or(false),
             });
         }
+    }
+    if let Some(name) = &auth.revocations
+        && !upstreams.contains_key(name)
+    {
+        p.add("auth", "revocations", format!("no [upstream.{name}] is defined"));
     }
     for (a, b, why) in conflicts(
         routes

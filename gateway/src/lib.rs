@@ -12,6 +12,7 @@
 //! - [`reply`]: the gateway's refusals and the one gRPC-to-HTTP status table;
 //! - [`cors`]: per-listener CORS (preflights and `Access-Control-*` headers);
 //! - [`reload`]: watching `gateway.toml` (and SIGHUP) to swap in a new configuration;
+//! - [`revocations`]: following the user service's feed of revoked tokens;
 //! - [`server`]: listeners (HTTP/1.1 and h2c, or TLS) and the graceful stop;
 //! - [`conn`]: each connection's clock (header timeout from accept, idle timeout) and room at
 //!   the connection cap (the longest-idle connection closes);
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod reply;
+pub mod revocations;
 pub mod router;
 pub mod server;
 pub mod tls;

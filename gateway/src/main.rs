@@ -96,8 +96,10 @@ fn main() -> ExitCode {
             }
         };
         let watcher = tokio::spawn(shop_gateway::reload::watch(Arc::clone(&gateway)));
+        let feed = tokio::spawn(shop_gateway::revocations::follow(Arc::clone(&gateway)));
         let served = shop_gateway::server::serve(gateway, stop_signal()).await;
         watcher.abort();
+        feed.abort();
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

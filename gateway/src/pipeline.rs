@@ -19,6 +19,7 @@ use shop_discovery::CallError;
 use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
+use shop_auth::revoked::Revocations;
 use shop_auth::{Identity, Role, TokenRules, Verifier};
 
 use crate::breaker::{self, Breakers};
@@ -55,6 +56,8 @@ pub struct Gateway {
     reloading: Mutex<()>,
     /// The connection slots of every listener (`gateway.max_connections`, fixed at start).
     connections: Arc<crate::conn::Slots>,
+    /// Revoked tokens, learned from the user service; every configuration's verifier reads them.
+    revocations: Arc<Revocations>,
 }
 
 /// A loaded configuration and everything built from it. A request holds the one that was current
@@ -127,7 +130,8 @@ impl Gateway {
         let path = config.path.clone();
         let sockets = Sockets::of(&config);
         let connections = crate::conn::Slots::new(config.max_connections);
-        let loaded = Loaded::build(config, None)?;
+        let revocations = Arc::new(Revocations::default());
+        let loaded = Loaded::build(config, None, &revocations)?;
         Ok(Gateway {
             path,
             sockets,
@@ -137,7 +141,13 @@ impl Gateway {
             reloads_refused: AtomicU64::new(0),
             reloading: Mutex::new(()),
             connections,
+            revocations,
         })
+    }
+
+    /// The revocations every verifier checks (kept current by `revocations::follow`).
+    pub fn revocations(&self) -> Arc<Revocations> {
+        Arc::clone(&self.revocations)
     }
 
     /// The connection slots the listeners share.
@@ -179,7 +189,8 @@ impl Gateway {
             .map_err(ReloadError::from)
             .and_then(|config| {
                 let old = self.current();
-                let next = Loaded::build(config, Some(&old)).map_err(ReloadError::Build)?;
+                let next =
+                    Loaded::build(config, Some(&old), &self.revocations).map_err(ReloadError::Build)?;
                 // A route added with a new Consul upstream should serve from its first request:
                 // give the new watches a moment to hear from Consul before the swap.
                 let deadline = Instant::now() + FIRST_INSTANCES;
@@ -285,7 +296,11 @@ impl Loaded {
     /// up a rotated key). With `previous`, its limit and breaker policies of the same name are
     /// kept (with their buckets and states; their numbers updated) and so are its upstreams
     /// whose definition is unchanged.
-    pub fn build(config: Config, previous: Option<&Loaded>) -> Result<Loaded, String> {
+    pub fn build(
+        config: Config,
+        previous: Option<&Loaded>,
+        revocations: &Arc<Revocations>,
+    ) -> Result<Loaded, String> {
         let router = Router::new(
             config
                 .routes
@@ -310,7 +325,7 @@ impl Loaded {
                     config.path.display()
                 )
             })?;
-            Some(v)
+            Some(v.with_revocations(Arc::clone(revocations)))
         } else {
             None
         };
@@ -342,6 +357,11 @@ impl Loaded {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The upstream of that name in this configuration.
+    pub fn upstream(&self, name: &str) -> Option<&crate::upstream::Upstream> {
+        self.upstreams.get(name)
     }
 }
 
@@ -466,6 +486,21 @@ impl Gateway {
             "Client connections open now.",
         );
         let _ = writeln!(extra, "gateway_connections_open {}", self.connections.open());
+        metrics::header(
+            &mut extra,
+            "gateway_revoked_users",
+            "gauge",
+            "Users with revoked tokens the gateway refuses (learned from the user service).",
+        );
+        let _ = writeln!(extra, "gateway_revoked_users {}", self.revocations.len());
+        metrics::header(
+            &mut extra,
+            "gateway_revocations_age_seconds",
+            "gauge",
+            "Seconds since the revocation feed last answered (-1: never).",
+        );
+        let age = self.revocations.age().map_or(-1.0, |a| a.as_secs_f64());
+        let _ = writeln!(extra, "gateway_revocations_age_seconds {age:.3}");
         metrics::header(
             &mut extra,
             "gateway_connections_closed_total",

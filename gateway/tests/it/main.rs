@@ -13,5 +13,6 @@ mod limits;
 mod listener;
 mod reload;
 mod rest;
+mod revocation;
 mod support;
 mod tls;

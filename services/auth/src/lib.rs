@@ -4,10 +4,15 @@
 //! The gateway and every service verify with this crate. It holds a public key only and offers
 //! no way to sign: the user service is the single signer (it shares [`Claims`] so both sides
 //! agree on the shape). The algorithm is pinned by configuration, never taken from the token's
-//! header, so `alg: none` and algorithm-confusion tokens fail like any other forgery.
+//! header, so `alg: none` and algorithm-confusion tokens fail like any other forgery. `exp`,
+//! `nbf`, issuer and audience are checked; [`revoked`] refuses tokens of deleted accounts and of
+//! accounts whose role changed.
+
+pub mod revoked;
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -38,6 +43,13 @@ pub struct Claims {
     pub aud: String,
     /// A unique token id (random, hex).
     pub jti: String,
+    /// The account's token version when the token was issued; a revocation refuses versions
+    /// below a line. Tokens from before versions existed count as 0.
+    #[serde(default)]
+    pub ver: u64,
+    /// Not valid before, seconds since the Unix epoch (checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// What a caller may do, by role.
@@ -125,13 +137,20 @@ pub enum AuthError {
     WrongAudience,
     #[error("the access token has a bad claim: {0}")]
     BadClaim(String),
+    #[error("the access token is not valid yet")]
+    NotYetValid,
+    /// The account was deleted, or its role changed, after the token was issued.
+    #[error("the access token was revoked; sign in again")]
+    Revoked,
 }
 
 impl AuthError {
     /// A sentence a client can act on, without details that help a forger.
     pub fn client_message(&self) -> String {
         match self {
-            AuthError::Missing | AuthError::NotBearer | AuthError::Expired => self.to_string(),
+            AuthError::Missing | AuthError::NotBearer | AuthError::Expired | AuthError::Revoked => {
+                self.to_string()
+            }
             _ => "the access token is not valid".to_owned(),
         }
     }
@@ -188,6 +207,7 @@ impl Default for TokenRules {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    revocations: Option<Arc<revoked::Revocations>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -228,7 +248,18 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = rules.leeway_secs;
         validation.validate_exp = true;
-        Ok(Verifier { key, validation })
+        validation.validate_nbf = true;
+        Ok(Verifier {
+            key,
+            validation,
+            revocations: None,
+        })
+    }
+
+    /// Also refuses tokens that `revocations` (kept current by [`revoked::follow`]) names.
+    pub fn with_revocations(mut self, revocations: Arc<revoked::Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// Verifies a bare token (no `Bearer ` prefix).
@@ -237,6 +268,7 @@ impl Verifier {
             .kind()
         {
             ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
             ErrorKind::InvalidAudience => AuthError::WrongAudience,
             ErrorKind::InvalidSignature
@@ -263,6 +295,13 @@ impl Verifier {
                 .ok()
                 .filter(|id| *id > 0)
                 .ok_or_else(|| AuthError::BadClaim("sub is not a user id".to_owned()))?;
+            if self
+                .revocations
+                .as_ref()
+                .is_some_and(|r| r.refuses(id, claims.ver))
+            {
+                return Err(AuthError::Revoked);
+            }
             (id, None)
         };
         Ok(Identity {
@@ -321,6 +360,8 @@ mod tests {
             iss: DEFAULT_ISSUER.to_owned(),
             aud: DEFAULT_AUDIENCE.to_owned(),
             jti: "abc".to_owned(),
+            ver: 0,
+            nbf: None,
         }
     }
 
@@ -379,8 +420,51 @@ mod tests {
             AuthError::BadClaim("sub is not a user id".to_owned()),
         );
 
+        let mut early = claims();
+        early.nbf = Some(now() + DEFAULT_LEEWAY_SECS + 60);
+        check(sign(&key, &early), AuthError::NotYetValid);
+        let mut ready = claims();
+        ready.nbf = Some(now());
+        assert!(v.verify(&sign(&key, &ready)).is_ok(), "nbf in the past is fine");
+
         check("not.a.token".to_owned(), AuthError::Malformed);
         check(String::new(), AuthError::Malformed);
+    }
+
+    #[test]
+    fn revoked_versions_are_refused_and_later_ones_pass() {
+        let (key, public) = keypair(1);
+        let revocations = Arc::new(revoked::Revocations::default());
+        let v = verifier(&public).with_revocations(Arc::clone(&revocations));
+        let mut old = claims();
+        old.ver = 3;
+        let mut new = claims();
+        new.ver = 4;
+        assert!(v.verify(&sign(&key, &old)).is_ok());
+        revocations.apply(
+            &revoked::Batch {
+                revocations: vec![revoked::Revocation {
+                    user_id: 42,
+                    valid_from: 4,
+                    until: u64::MAX,
+                }],
+                cursor: 1,
+                more: false,
+            },
+            now(),
+        );
+        assert_eq!(v.verify(&sign(&key, &old)), Err(AuthError::Revoked));
+        assert!(
+            v.verify(&sign(&key, &new)).is_ok(),
+            "a token issued after the change"
+        );
+        let mut other = claims();
+        other.sub = "43".to_owned();
+        assert!(v.verify(&sign(&key, &other)).is_ok(), "another user");
+        assert_eq!(
+            AuthError::Revoked.client_message(),
+            "the access token was revoked; sign in again"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod upstream;
 use std::future::Future;
 use std::sync::Arc;
 
+use shop_auth::revoked::{self, Revocations};
 use shop_discovery::watch::{self, Endpoints, WatchConfig};
 use shop_discovery::{Balancer, ConsulClient};
 use shop_kit::db::{Db, DbError};
@@ -83,7 +84,11 @@ pub async fn run(
         path: token_path.display().to_string(),
         source,
     })?;
-    let verifier = config.tokens.verifier(&config.common)?;
+    let revocations = Arc::new(Revocations::default());
+    let verifier = config
+        .tokens
+        .verifier(&config.common)?
+        .with_revocations(Arc::clone(&revocations));
     let db = {
         let path = config.db_path();
         tokio::task::spawn_blocking(move || Db::open(&path, store::MIGRATIONS, DB_POOL_SIZE))
@@ -105,7 +110,19 @@ pub async fn run(
         timeout: config.timeout,
         service_bearer: format!("Bearer {}", token.trim()),
     };
-    let orders = Arc::new(flows::Orders { db, up: Arc::new(up) });
+    let up = Arc::new(up);
+    // Tokens of deleted accounts and changed roles, learned from the user service.
+    let feed = {
+        let up = Arc::clone(&up);
+        tokio::spawn(async move {
+            revoked::follow(&revocations, revoked::POLL_EVERY, |after| {
+                let up = Arc::clone(&up);
+                async move { up.revocations(after).await }
+            })
+            .await;
+        })
+    };
+    let orders = Arc::new(flows::Orders { db, up });
     let api = grpc::OrderApi {
         orders: Arc::clone(&orders),
         verifier: Arc::new(verifier),
@@ -142,6 +159,7 @@ pub async fn run(
     };
     let served = serve::grpc(who, service, listener, shutdown).await;
     recovery.abort();
+    feed.abort();
     served?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use shop_auth::revoked;
 use shop_discovery::{Balancer, CallError};
 use shop_proto::product::v1 as product;
 use shop_proto::product::v1::product_service_client::ProductServiceClient;
@@ -142,6 +143,36 @@ impl Upstreams {
                 error,
             })?;
         Ok(answer.into_inner().valid)
+    }
+
+    /// The user service's revocation feed after `after` (no token needed).
+    pub async fn revocations(&self, after: i64) -> Result<revoked::Batch, UpstreamError> {
+        let answer = self
+            .users
+            .call(self.timeout, |channel, left| {
+                let mut req = Request::new(user::ListRevocationsRequest { after });
+                req.set_timeout(left);
+                async move { UserServiceClient::new(channel).list_revocations(req).await }
+            })
+            .await
+            .map_err(|error| UpstreamError {
+                service: Service::Users,
+                error,
+            })?
+            .into_inner();
+        Ok(revoked::Batch {
+            revocations: answer
+                .revocations
+                .iter()
+                .map(|r| revoked::Revocation {
+                    user_id: r.user_id,
+                    valid_from: u64::try_from(r.valid_from_version).unwrap_or(0),
+                    until: u64::try_from(r.until).unwrap_or(0),
+                })
+                .collect(),
+            cursor: answer.cursor,
+            more: answer.more,
+        })
     }
 
     async fn products<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>

@@ -29,10 +29,20 @@ impl TokenMint {
         }
     }
 
-    /// A valid one-hour token for `user_id` with `role` (`customer` or `admin`).
-    pub fn token(&self, user_id: i64, role: &str) -> String {
+    /// A mint with a private key already on disk (PKCS#8 PEM): the user service's own, to make
+    /// tokens the running shop accepts with claims it would never issue (a future `nbf`).
+    pub fn load(private_key: &Path) -> TokenMint {
+        let pem = std::fs::read(private_key).unwrap();
+        TokenMint {
+            key: EncodingKey::from_ed_pem(&pem).unwrap(),
+        }
+    }
+
+    /// The claims of a valid one-hour token for `user_id` with `role` (`customer` or `admin`),
+    /// to adjust before [`TokenMint::sign`].
+    pub fn claims(&self, user_id: i64, role: &str) -> Claims {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
+        Claims {
             sub: user_id.to_string(),
             role: role.to_owned(),
             exp: now + 3600,
@@ -40,8 +50,19 @@ impl TokenMint {
             iss: shop_auth::DEFAULT_ISSUER.to_owned(),
             aud: shop_auth::DEFAULT_AUDIENCE.to_owned(),
             jti: format!("test-{user_id}-{now}"),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key).unwrap()
+            ver: 0,
+            nbf: None,
+        }
+    }
+
+    /// `claims`, signed.
+    pub fn sign(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key).unwrap()
+    }
+
+    /// A valid one-hour token for `user_id` with `role` (`customer` or `admin`).
+    pub fn token(&self, user_id: i64, role: &str) -> String {
+        self.sign(&self.claims(user_id, role))
     }
 
     pub fn customer(&self, user_id: i64) -> String {
@@ -54,16 +75,9 @@ impl TokenMint {
 
     /// A token for another shop service acting on its own behalf (`sub` = its name).
     pub fn service(&self, name: &str) -> String {
-        let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: name.to_owned(),
-            role: "service".to_owned(),
-            exp: now + 3600,
-            iat: now,
-            iss: shop_auth::DEFAULT_ISSUER.to_owned(),
-            aud: shop_auth::DEFAULT_AUDIENCE.to_owned(),
-            jti: format!("test-{name}-{now}"),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key).unwrap()
+        let mut claims = self.claims(1, "service");
+        claims.sub = name.to_owned();
+        claims.jti = format!("test-{name}-{}", claims.iat);
+        self.sign(&claims)
     }
 }

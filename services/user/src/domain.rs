@@ -25,6 +25,9 @@ pub struct User {
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+    /// Written into the account's tokens (`ver`); raised when its role changes, so older tokens
+    /// can be revoked.
+    pub token_version: u64,
 }
 
 /// A checked registration.

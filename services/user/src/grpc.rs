@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shop_auth::{Identity, Role, Verifier};
+use shop_auth::{Identity, Role, Verifier, revoked};
 use shop_kit::clock::{now_millis, timestamp};
 use shop_kit::db::Db;
 use shop_proto::user::v1 as pb;
@@ -34,6 +34,34 @@ fn to_pb(u: User) -> pb::User {
     }
 }
 
+/// Revocations per answer of the feed.
+const FEED_PAGE: i64 = 500;
+
+/// The revocation feed after `after`, read from the database: up to [`FEED_PAGE`] revocations
+/// made within [`revoked::KEEP_FOR`], and where to ask next.
+pub async fn revocations_after(db: &Db, after: i64) -> Result<revoked::Batch, Error> {
+    let keep_ms = i64::try_from(revoked::KEEP_FOR.as_millis()).unwrap_or(i64::MAX);
+    let since = now_millis().saturating_sub(keep_ms);
+    let rows = db
+        .call(move |c| store::revocations_after(c, after, since, FEED_PAGE))
+        .await?;
+    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) == FEED_PAGE;
+    let cursor = rows.last().map_or(after, |r| r.seq);
+    let keep_secs = revoked::KEEP_FOR.as_secs();
+    Ok(revoked::Batch {
+        revocations: rows
+            .iter()
+            .map(|r| revoked::Revocation {
+                user_id: r.user_id,
+                valid_from: r.valid_from,
+                until: u64::try_from(r.created_at / 1000).unwrap_or(0) + keep_secs,
+            })
+            .collect(),
+        cursor,
+        more,
+    })
+}
+
 fn check_id(id: i64) -> Result<i64, Error> {
     if id > 0 {
         Ok(id)
@@ -55,6 +83,12 @@ impl UserApi {
             return Err(Error::Forbidden("you may only act on your own account"));
         }
         Ok(who)
+    }
+
+    /// The revocation feed after `after`: what `ListRevocations` answers, and what this service
+    /// follows itself.
+    pub async fn revocations_after(&self, after: i64) -> Result<revoked::Batch, Error> {
+        revocations_after(&self.db, after).await
     }
 
     async fn live_user(&self, id: i64) -> Result<User, Error> {
@@ -110,7 +144,7 @@ impl pb::user_service_server::UserService for UserApi {
         };
         let (access_token, expires_in) = self
             .signer
-            .issue(user.id, user.role)
+            .issue(user.id, user.role, user.token_version)
             .map_err(|e| Error::Internal(format!("cannot sign a token: {e}")))?;
         tracing::info!(user_id = user.id, role = %user.role, "logged in");
         Ok(Response::new(pb::LoginResponse {
@@ -182,11 +216,33 @@ impl pb::user_service_server::UserService for UserApi {
             .db
             .call(move |c| store::soft_delete(c, id, now_millis()))
             .await?;
+        // Its tokens are revoked in the same transaction; verifiers learn it from the feed.
         if !deleted {
             return Err(Error::NotFound.into());
         }
         tracing::info!(user_id = id, by = who.user_id, "deleted");
         Ok(Response::new(()))
+    }
+
+    async fn list_revocations(
+        &self,
+        req: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        let after = req.get_ref().after.max(0);
+        let batch = self.revocations_after(after).await?;
+        Ok(Response::new(pb::ListRevocationsResponse {
+            revocations: batch
+                .revocations
+                .iter()
+                .map(|r| pb::Revocation {
+                    user_id: r.user_id,
+                    valid_from_version: i64::try_from(r.valid_from).unwrap_or(i64::MAX),
+                    until: i64::try_from(r.until).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            cursor: batch.cursor,
+            more: batch.more,
+        }))
     }
 
     async fn validate_user(

@@ -17,6 +17,7 @@ pub mod token;
 use std::future::Future;
 use std::sync::Arc;
 
+use shop_auth::revoked::{self, Revocations};
 use shop_kit::db::{Db, DbError};
 use shop_kit::serve;
 use shop_proto::user::v1::user_service_server::UserServiceServer;
@@ -81,7 +82,22 @@ pub async fn run(
         config.tokens.audience.clone(),
         config.token_ttl,
     )?;
-    let verifier = config.tokens.verifier(&config.common)?;
+    // This service checks its own revocations too (a deleted admin's token is refused here
+    // within a second), read from its own database.
+    let revocations = Arc::new(Revocations::default());
+    let verifier = config
+        .tokens
+        .verifier(&config.common)?
+        .with_revocations(Arc::clone(&revocations));
+    let feed = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            revoked::follow(&revocations, revoked::POLL_EVERY, |after| {
+                grpc::revocations_after(&db, after)
+            })
+            .await;
+        })
+    };
 
     if let Some(seed) = admin {
         seed_admin(&db, &hasher, seed).await?;
@@ -101,7 +117,9 @@ pub async fn run(
         common: &config.common,
         descriptors: &[shop_proto::FILE_DESCRIPTOR_SET],
     };
-    serve::grpc(who, service, listener, shutdown).await?;
+    let served = serve::grpc(who, service, listener, shutdown).await;
+    feed.abort();
+    served?;
     Ok(())
 }
 

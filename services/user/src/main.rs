@@ -5,6 +5,7 @@
 //!              [--set key=value]... [--check]
 //! user-service create-admin --username NAME [--email EMAIL] [same settings flags]
 //! user-service issue-service-token --service NAME [--ttl 30d] [--out FILE] [same settings flags]
+//! user-service set-role --username NAME --role admin|customer [same settings flags]
 //! ```
 
 use std::io::BufRead;
@@ -17,6 +18,7 @@ const USAGE: &str = "\
 usage: user-service [SETTINGS] [--check]
        user-service create-admin --username NAME [--email EMAIL] [SETTINGS]
        user-service issue-service-token --service NAME [--ttl 30d] [--out FILE] [SETTINGS]
+       user-service set-role --username NAME --role admin|customer [SETTINGS]
 
 Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --config FILE      TOML settings file (or SHOP_CONFIG)
@@ -34,7 +36,11 @@ SHOP_ADMIN_PASSWORD or, when unset, from the first line of standard input.
 
 issue-service-token signs a token with role \"service\" for another shop service (the order
 service uses one for its inventory calls) with the same keys, and writes it to FILE (mode 0600)
-or prints it.";
+or prints it.
+
+set-role gives an account another role (an operator's act: promote a customer, demote an
+admin). The account's older tokens are revoked: the gateway and the services refuse them within
+seconds.";
 
 fn main() -> ExitCode {
     let (config, flags): (Config, Flags) =
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         None | Some("serve") => runtime.block_on(serve(config, &flags)),
         Some("create-admin") => runtime.block_on(create_admin(config, &flags)),
         Some("issue-service-token") => issue_service_token(&config, &flags),
+        Some("set-role") => set_role(&config, &flags),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -141,6 +148,49 @@ fn issue_service_token(config: &Config, flags: &Flags) -> Result<(), String> {
         None => println!("{token}"),
     }
     Ok(())
+}
+
+fn set_role(config: &Config, flags: &Flags) -> Result<(), String> {
+    let mut username = None;
+    let mut role = None;
+    let mut args = flags.rest.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--username" => username = args.next().cloned(),
+            "--role" => role = args.next().cloned(),
+            other => return Err(format!("set-role: unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    let username = username.ok_or("set-role: --username is required")?;
+    let role = match role.as_deref() {
+        Some("admin") => shop_auth::Role::Admin,
+        Some("customer") => shop_auth::Role::Customer,
+        Some(other) => {
+            return Err(format!(
+                "set-role: --role must be admin or customer, not {other:?}"
+            ));
+        }
+        None => return Err("set-role: --role is required".to_owned()),
+    };
+    let mut conn = shop_kit::db::open_connection(&config.db_path()).map_err(|e| e.to_string())?;
+    shop_kit::db::migrate(&mut conn, &config.db_path(), user_service::store::MIGRATIONS)
+        .map_err(|e| e.to_string())?;
+    let now = shop_kit::clock::now_millis();
+    match user_service::store::set_role(&mut conn, &username, role, now).map_err(|e| e.to_string())? {
+        user_service::store::RoleChange::Changed { id, token_version } => {
+            eprintln!(
+                "user {id} ({username}) is now {role}; tokens issued before (version < {token_version}) are revoked"
+            );
+            Ok(())
+        }
+        user_service::store::RoleChange::Unchanged { id } => {
+            eprintln!("user {id} ({username}) is already {role}; nothing changed");
+            Ok(())
+        }
+        user_service::store::RoleChange::NoSuchUser => {
+            Err(format!("set-role: no live account named {username:?}"))
+        }
+    }
 }
 
 async fn create_admin(config: Config, flags: &Flags) -> Result<(), String> {

@@ -10,10 +10,11 @@ use crate::domain::{Changes, NewUser, User};
 use crate::error::Error;
 
 /// The schema, step by step. Never edit a released step; add the next one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users",
+        sql: "
         CREATE TABLE users (
             id            INTEGER PRIMARY KEY AUTOINCREMENT,
             username      TEXT    NOT NULL,
@@ -30,9 +31,28 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         CREATE UNIQUE INDEX users_username ON users (username COLLATE NOCASE);
         CREATE UNIQUE INDEX users_email ON users (email COLLATE NOCASE);
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "revocations",
+        sql: "
+            -- Written into tokens as `ver`; raised when the role changes.
+            ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0 CHECK (token_version >= 0);
+            -- Tokens of user_id below valid_from are refused (all of them for a deleted account).
+            -- The feed verifiers poll (ListRevocations), in seq order.
+            CREATE TABLE revocations (
+                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+                user_id    INTEGER NOT NULL,
+                valid_from INTEGER NOT NULL CHECK (valid_from >= 0),
+                reason     TEXT    NOT NULL CHECK (reason IN ('deleted', 'role changed')),
+                created_at INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX revocations_by_time ON revocations (created_at);
+        ",
+    },
+];
 
-const COLUMNS: &str = "id, username, email, full_name, role, created_at, updated_at";
+const COLUMNS: &str = "id, username, email, full_name, role, created_at, updated_at, token_version";
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = row.get(4)?;
@@ -45,6 +65,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         role: Role::parse(&role).unwrap_or(Role::Customer),
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
+        // CHECK (token_version >= 0) keeps the conversion exact.
+        token_version: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
     })
 }
 
@@ -83,7 +105,7 @@ pub fn find_for_login(conn: &Connection, login: &str) -> Result<Option<(User, St
          WHERE {column} = ?1 COLLATE NOCASE AND deleted_at IS NULL"
     );
     Ok(conn
-        .query_row(&sql, [login], |r| Ok((user_from_row(r)?, r.get::<_, String>(7)?)))
+        .query_row(&sql, [login], |r| Ok((user_from_row(r)?, r.get::<_, String>(8)?)))
         .optional()?)
 }
 
@@ -134,13 +156,126 @@ pub fn update(conn: &mut Connection, id: i64, changes: &Changes, now: i64) -> Re
     Ok(user)
 }
 
-/// Marks the account deleted; false when it was not live.
-pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<bool, Error> {
-    let n = conn.execute(
+/// Why a revocation was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Deleted,
+    RoleChanged,
+}
+
+impl Revoked {
+    fn as_str(self) -> &'static str {
+        match self {
+            Revoked::Deleted => "deleted",
+            Revoked::RoleChanged => "role changed",
+        }
+    }
+}
+
+fn revoke(conn: &Connection, user_id: i64, valid_from: u64, why: Revoked, now: i64) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO revocations (user_id, valid_from, reason, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            user_id,
+            i64::try_from(valid_from).unwrap_or(i64::MAX),
+            why.as_str(),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// Marks the account deleted and revokes every token it has, in one transaction; false when it
+/// was not live.
+pub fn soft_delete(conn: &mut Connection, id: i64, now: i64) -> Result<bool, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx.execute(
         "UPDATE users SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
         params![id, now],
     )?;
+    if n == 1 {
+        revoke(&tx, id, shop_auth::revoked::ALL_TOKENS, Revoked::Deleted, now)?;
+    }
+    tx.commit()?;
     Ok(n == 1)
+}
+
+/// What [`set_role`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    /// The role changed; tokens below `token_version` are revoked.
+    Changed {
+        id: i64,
+        token_version: u64,
+    },
+    Unchanged {
+        id: i64,
+    },
+    NoSuchUser,
+}
+
+/// Gives a live account (by username) another role, raising its token version and revoking its
+/// older tokens in the same transaction.
+pub fn set_role(conn: &mut Connection, username: &str, role: Role, now: i64) -> Result<RoleChange, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, role FROM users WHERE username = ?1 COLLATE NOCASE AND deleted_at IS NULL",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, current)) = found else {
+        return Ok(RoleChange::NoSuchUser);
+    };
+    if current == role.as_str() {
+        return Ok(RoleChange::Unchanged { id });
+    }
+    let token_version: i64 = tx.query_row(
+        "UPDATE users SET role = ?2, token_version = token_version + 1, updated_at = ?3
+         WHERE id = ?1 RETURNING token_version",
+        params![id, role.as_str(), now],
+        |r| r.get(0),
+    )?;
+    let token_version = u64::try_from(token_version).unwrap_or(0);
+    revoke(&tx, id, token_version, Revoked::RoleChanged, now)?;
+    tx.commit()?;
+    Ok(RoleChange::Changed { id, token_version })
+}
+
+/// One row of the revocation feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationRow {
+    pub seq: i64,
+    pub user_id: i64,
+    pub valid_from: u64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Up to `limit` revocations after `after` that were made since `since` (older ones refuse no
+/// live token).
+pub fn revocations_after(
+    conn: &Connection,
+    after: i64,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<RevocationRow>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, user_id, valid_from, created_at FROM revocations
+         WHERE seq > ?1 AND created_at >= ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt
+        .query_map(params![after, since, limit], |r| {
+            Ok(RevocationRow {
+                seq: r.get(0)?,
+                user_id: r.get(1)?,
+                valid_from: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                created_at: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 /// What [`ensure_admin`] found.

@@ -140,19 +140,31 @@ impl Signer {
         })
     }
 
-    /// A signed token for the user, and its lifetime in seconds.
-    pub fn issue(&self, user_id: i64, role: Role) -> Result<(String, u64), jsonwebtoken::errors::Error> {
-        let token = self.sign(user_id.to_string(), role, self.ttl)?;
+    /// A signed token for the user at their current token version, and its lifetime in
+    /// seconds.
+    pub fn issue(
+        &self,
+        user_id: i64,
+        role: Role,
+        version: u64,
+    ) -> Result<(String, u64), jsonwebtoken::errors::Error> {
+        let token = self.sign(user_id.to_string(), role, self.ttl, version)?;
         Ok((token, self.ttl.as_secs()))
     }
 
     /// A token with which another shop service acts on its own behalf (role `service`, `sub` =
     /// its name). Long-lived by design; re-issue it to rotate.
     pub fn issue_service(&self, service: &str, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
-        self.sign(service.to_owned(), Role::Service, ttl)
+        self.sign(service.to_owned(), Role::Service, ttl, 0)
     }
 
-    fn sign(&self, sub: String, role: Role, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+    fn sign(
+        &self,
+        sub: String,
+        role: Role,
+        ttl: Duration,
+        ver: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = shop_kit::clock::now_secs();
         let mut jti = [0u8; 16];
         OsRng.fill_bytes(&mut jti);
@@ -164,6 +176,8 @@ impl Signer {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+            ver,
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
     }
@@ -192,7 +206,7 @@ mod tests {
         assert!(public.exists(), "the public key is rewritten when missing");
 
         let signer = Signer::new(&again, "iss".into(), "aud".into(), Duration::from_secs(60)).unwrap();
-        let (token, ttl) = signer.issue(7, Role::Admin).unwrap();
+        let (token, ttl) = signer.issue(7, Role::Admin, 0).unwrap();
         assert_eq!(ttl, 60);
         let rules = shop_auth::TokenRules {
             issuer: "iss".into(),

@@ -99,6 +99,8 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
         iss: shop_auth::DEFAULT_ISSUER.to_owned(),
         aud: shop_auth::DEFAULT_AUDIENCE.to_owned(),
         jti: "t".to_owned(),
+        ver: 0,
+        nbf: None,
     };
     let real_key = EncodingKey::from_ed_pem(&h.private_key_pem()).unwrap();
     let sign =
@@ -107,6 +109,15 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
     // Signed by the real key but expired (beyond the leeway).
     let expired = sign(&claims("customer", now - 120), &real_key);
     assert_status(c.get_user(get(&expired)).await, Code::Unauthenticated, "expired");
+
+    // Signed by the real key, not valid for another hour (nbf).
+    let mut early = claims("customer", now + 7200);
+    early.nbf = Some(now + 3600);
+    assert_status(
+        c.get_user(get(&sign(&early, &real_key))).await,
+        Code::Unauthenticated,
+        "not valid",
+    );
 
     // A well-formed admin token for this user, signed by another key pair.
     let foreign = TokenMint::create(&h.scratch.join("foreign-keys")).token(a.id, "admin");

@@ -1,0 +1,64 @@
+//! The gateway's side of token revocation: it follows the user service's `ListRevocations`
+//! feed (through the upstream `[auth] revocations` names, balanced like any call) once a
+//! second, so a token of a deleted account, or of one whose role changed, is refused on every
+//! route within about two seconds, while a request's way never calls the user service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop_auth::revoked::{self, Batch, Revocation};
+use shop_proto::user::v1 as pb;
+use shop_proto::user::v1::user_service_client::UserServiceClient;
+
+use crate::pipeline::Gateway;
+
+/// The deadline of one read of the feed.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Follows the feed for as long as the gateway runs, from whichever upstream the configuration
+/// in use names (a reload may change it).
+pub async fn follow(gateway: Arc<Gateway>) {
+    let revocations = gateway.revocations();
+    revoked::follow(&revocations, revoked::POLL_EVERY, |after| {
+        let gateway = Arc::clone(&gateway);
+        async move { fetch(&gateway, after).await }
+    })
+    .await;
+}
+
+async fn fetch(gateway: &Gateway, after: i64) -> Result<Batch, String> {
+    let loaded = gateway.current();
+    let Some(name) = &loaded.config().auth.revocations else {
+        // Not configured: nothing to learn (the file says so; `gateway check` accepts it).
+        return Ok(Batch {
+            cursor: after,
+            ..Batch::default()
+        });
+    };
+    let upstream = loaded
+        .upstream(name)
+        .ok_or_else(|| format!("[auth] revocations names no upstream {name:?}"))?;
+    let answer = upstream
+        .balancer
+        .call(FETCH_TIMEOUT, |channel, left| {
+            let mut req = tonic::Request::new(pb::ListRevocationsRequest { after });
+            req.set_timeout(left);
+            async move { UserServiceClient::new(channel).list_revocations(req).await }
+        })
+        .await
+        .map_err(|e| format!("upstream {name}: {e}"))?
+        .into_inner();
+    Ok(Batch {
+        revocations: answer
+            .revocations
+            .iter()
+            .map(|r| Revocation {
+                user_id: r.user_id,
+                valid_from: u64::try_from(r.valid_from_version).unwrap_or(0),
+                until: u64::try_from(r.until).unwrap_or(0),
+            })
+            .collect(),
+        cursor: answer.cursor,
+        more: answer.more,
+    })
+}
