@@ -188,6 +188,14 @@ where
 /// Upper bound for any call, whatever `grpc-timeout` the caller sent.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Streams a client may cancel before the server accepts them, per connection, before the
+/// server closes the connection (h2's defence against "rapid reset" floods; its default is 20).
+/// A service's callers are the gateway and the order service, each multiplexing many clients
+/// on one connection: when a burst of those clients give up at once, 20 would close the shared
+/// connection and fail every call on it. The flood defence stays at the public edge (the
+/// gateway's own listeners keep the default).
+pub const MAX_PENDING_RESETS: usize = 1024;
+
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -243,6 +251,7 @@ where
     run_until(&health, &[S::NAME], registrar, shutdown, |stop| {
         tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .layer(RequestLogLayer)
             .add_service(health_service)
             .add_service(reflection)

@@ -21,6 +21,9 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("user not found")]
     NotFound,
+    /// The account used up its password changes for now.
+    #[error("too many password changes for this account; retry in {retry_after_secs} s")]
+    TooManyPasswordChanges { retry_after_secs: u64 },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("{0}")]
@@ -51,6 +54,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(a) => a.into(),
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::NotFound => Status::not_found(e.to_string()),
+            Error::TooManyPasswordChanges { .. } => Status::resource_exhausted(e.to_string()),
             Error::Db(db) => db.into_status("user"),
             Error::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");

@@ -91,6 +91,53 @@ impl UserApi {
         revocations_after(&self.db, after).await
     }
 
+    /// The hash of `password`, the new password of account `id`, when `who` may set it: the
+    /// account itself must also give its current password (a stolen token alone must not be
+    /// enough to take the account over). Every attempt that gets as far as hashing costs one of
+    /// the caller's password changes first, a wrong current password included.
+    async fn new_password(
+        &self,
+        who: &Identity,
+        id: i64,
+        password: String,
+        current: Option<String>,
+    ) -> Result<String, Error> {
+        domain::check_password("password", &password)?;
+        let own = who.user_id == id;
+        let current = current.unwrap_or_default();
+        if own && current.is_empty() {
+            return Err(Error::invalid(
+                "current_password",
+                "is required to change your password",
+            ));
+        }
+        let caller = who.user_id;
+        let taken = self
+            .db
+            .call(move |c| store::take_password_change(c, caller, now_millis()))
+            .await?;
+        if let Err(retry_after_ms) = taken {
+            tracing::info!(
+                user_id = id,
+                by = caller,
+                "password change refused: limit reached"
+            );
+            return Err(Error::TooManyPasswordChanges {
+                retry_after_secs: u64::try_from(retry_after_ms).map_or(1, |ms| ms.div_ceil(1000)),
+            });
+        }
+        if own {
+            let stored = self.db.call(move |c| store::password_hash(c, id)).await?;
+            if stored.is_none() {
+                return Err(Error::NotFound);
+            }
+            if !self.hasher.verify(current, stored).await? {
+                return Err(Error::Forbidden("current_password is wrong"));
+            }
+        }
+        self.hasher.hash(password).await
+    }
+
     async fn live_user(&self, id: i64) -> Result<User, Error> {
         self.db
             .call(move |c| store::get(c, id))
@@ -181,25 +228,7 @@ impl pb::user_service_server::UserService for UserApi {
             changes.full_name = Some(domain::check_full_name(&name)?);
         }
         if let Some(password) = r.password {
-            domain::check_password("password", &password)?;
-            if who.user_id == id {
-                // Changing your own password needs the current one: a stolen token alone must
-                // not be enough to take the account over.
-                let current = r.current_password.unwrap_or_default();
-                if current.is_empty() {
-                    return Err(
-                        Error::invalid("current_password", "is required to change your password").into(),
-                    );
-                }
-                let stored = self.db.call(move |c| store::password_hash(c, id)).await?;
-                if stored.is_none() {
-                    return Err(Error::NotFound.into());
-                }
-                if !self.hasher.verify(current, stored).await? {
-                    return Err(Error::Forbidden("current_password is wrong").into());
-                }
-            }
-            changes.password_hash = Some(self.hasher.hash(password).await?);
+            changes.password_hash = Some(self.new_password(&who, id, password, r.current_password).await?);
         }
         let user = self
             .db

@@ -50,7 +50,26 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX revocations_by_time ON revocations (created_at);
         ",
     },
+    Migration {
+        version: 3,
+        name: "password changes",
+        sql: "
+            -- A token bucket per account for password changes (see take_password_change).
+            CREATE TABLE password_changes (
+                user_id     INTEGER PRIMARY KEY,
+                available   INTEGER NOT NULL CHECK (available >= 0),
+                refilled_at INTEGER NOT NULL
+            ) STRICT;
+        ",
+    },
 ];
+
+/// Password changes an account may make in a burst; then one more per [`PASSWORD_CHANGE_EVERY_MS`].
+/// Every attempt counts, a wrong `current_password` included, so a stolen token guesses the
+/// current password at most this fast, and no account can keep the hash pool busy.
+pub const PASSWORD_CHANGE_BURST: i64 = 5;
+/// Ten minutes.
+pub const PASSWORD_CHANGE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 const COLUMNS: &str = "id, username, email, full_name, role, created_at, updated_at, token_version";
 
@@ -278,6 +297,42 @@ pub fn revocations_after(
     Ok(rows)
 }
 
+/// Takes one password change from `user_id`'s bucket (a token bucket of
+/// [`PASSWORD_CHANGE_BURST`], refilled one per [`PASSWORD_CHANGE_EVERY_MS`]); `Err(retry after,
+/// in ms)` when it is empty. Shared by every instance through the database.
+pub fn take_password_change(conn: &mut Connection, user_id: i64, now: i64) -> Result<Result<(), i64>, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (available, refilled_at): (i64, i64) = tx
+        .query_row(
+            "SELECT available, refilled_at FROM password_changes WHERE user_id = ?1",
+            [user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((PASSWORD_CHANGE_BURST, now));
+    // Whole refills since the last one; a clock that went back refills nothing.
+    let gained = (now - refilled_at).max(0) / PASSWORD_CHANGE_EVERY_MS;
+    let mut available = (available + gained).min(PASSWORD_CHANGE_BURST);
+    let refilled_at = if available == PASSWORD_CHANGE_BURST {
+        now
+    } else {
+        refilled_at + gained * PASSWORD_CHANGE_EVERY_MS
+    };
+    let outcome = if available > 0 {
+        available -= 1;
+        Ok(())
+    } else {
+        Err(refilled_at + PASSWORD_CHANGE_EVERY_MS - now)
+    };
+    tx.execute(
+        "INSERT INTO password_changes (user_id, available, refilled_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET available = ?2, refilled_at = ?3",
+        params![user_id, available, refilled_at],
+    )?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
 /// What [`ensure_admin`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOutcome {
@@ -314,5 +369,50 @@ pub fn ensure_admin(
             }
             Err(e) => Err(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_changes_come_in_a_small_burst_then_slowly() {
+        let path = std::env::temp_dir().join(format!("shop-user-pw-bucket-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut conn = shop_kit::db::open_connection(&path).unwrap();
+        shop_kit::db::migrate(&mut conn, &path, MIGRATIONS).unwrap();
+        let t0 = 1_000_000;
+        for _ in 0..PASSWORD_CHANGE_BURST {
+            assert_eq!(take_password_change(&mut conn, 7, t0).unwrap(), Ok(()));
+        }
+        assert_eq!(
+            take_password_change(&mut conn, 7, t0).unwrap(),
+            Err(PASSWORD_CHANGE_EVERY_MS)
+        );
+        assert_eq!(
+            take_password_change(&mut conn, 8, t0).unwrap(),
+            Ok(()),
+            "per account"
+        );
+        let later = t0 + PASSWORD_CHANGE_EVERY_MS + 5;
+        assert_eq!(
+            take_password_change(&mut conn, 7, later).unwrap(),
+            Ok(()),
+            "one refilled"
+        );
+        assert_eq!(
+            take_password_change(&mut conn, 7, later).unwrap(),
+            Err(PASSWORD_CHANGE_EVERY_MS - 5)
+        );
+        let much_later = t0 + 100 * PASSWORD_CHANGE_EVERY_MS;
+        for _ in 0..PASSWORD_CHANGE_BURST {
+            assert_eq!(take_password_change(&mut conn, 7, much_later).unwrap(), Ok(()));
+        }
+        assert!(
+            take_password_change(&mut conn, 7, much_later).unwrap().is_err(),
+            "never more than the burst"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -296,6 +296,57 @@ async fn updates_check_fields_and_own_password_changes_need_the_current_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn password_changes_are_limited_per_account_and_wrong_guesses_count() {
+    let h = Harness::start("password-limit");
+    let mut c = h.client().await;
+    let a = register(&mut c, "alice").await;
+    let b = register(&mut c, "bob").await;
+    let (ta, tb) = (token_of(&mut c, "alice").await, token_of(&mut c, "bob").await);
+    let change = |id: i64, current: String, token: &str| {
+        with_token(
+            pb::UpdateUserRequest {
+                id,
+                password: Some("brand-new-password".to_owned()),
+                current_password: Some(current),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    // A stolen token guessing the current password: five guesses, then a wall.
+    for i in 0..5 {
+        assert_status(
+            c.update_user(change(a.id, format!("guess-{i}"), &ta)).await,
+            Code::PermissionDenied,
+            "current_password",
+        );
+    }
+    assert_status(
+        c.update_user(change(a.id, password_of("alice"), &ta)).await,
+        Code::ResourceExhausted,
+        "too many password changes",
+    );
+    assert!(
+        login_as(&mut c, "alice", &password_of("alice")).await.is_ok(),
+        "nothing changed"
+    );
+    // Per account: bob is not held back, and other updates of alice's still work.
+    c.update_user(change(b.id, password_of("bob"), &tb))
+        .await
+        .unwrap();
+    c.update_user(with_token(
+        pb::UpdateUserRequest {
+            id: a.id,
+            full_name: Some("Alice".to_owned()),
+            ..Default::default()
+        },
+        &ta,
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_account_is_gone_but_its_name_stays_taken() {
     let h = Harness::start("delete");
     let mut c = h.client().await;

@@ -6,5 +6,6 @@
 mod accounts;
 mod discovery;
 mod lifecycle;
+mod memory;
 mod support;
 mod tokens;
