@@ -30,7 +30,7 @@ test:
     cargo test --workspace --locked
     just stack-test
 
-# The stack as a newcomer runs it: `just up product=2` on the real ports, the REST walkthrough and the seed's curls through :8080, `just down`, nothing left running or listening.
+# The stack as a newcomer runs it: `just up product=2 order=2` on the real ports, the REST walkthrough and the seed's curls through :8080, `just down`, nothing left running or listening.
 stack-test:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -46,11 +46,14 @@ stack-test:
         fi
     done
     trap 'just down > /dev/null 2>&1 || true' EXIT
-    just up product=2
+    just up product=2 order=2
     pids="$(cat {{run_dir}}/pids/*.pid)"
-    # Both product instances serve through the gateway.
-    curl -s http://127.0.0.1:8080/health | grep -q '"products":{"instances":2}' \
-        || { echo "the gateway does not see two product instances: $(curl -s http://127.0.0.1:8080/health)" >&2; exit 1; }
+    # Both product instances and both order instances serve through the gateway.
+    health="$(curl -s http://127.0.0.1:8080/health)"
+    for want in '"products":{"instances":2}' '"orders":{"instances":2}'; do
+        grep -qF "$want" <<< "$health" \
+            || { echo "the gateway does not see $want: $health" >&2; exit 1; }
+    done
     cargo run -q --locked -p shop-examples --bin rest-walkthrough
     bash examples/seed-curls.sh http://127.0.0.1:8080
     just down
@@ -72,10 +75,8 @@ _scale *args:
     set -euo pipefail
     for arg in {{args}}; do
         case "$arg" in
-            user=[1-9]|product=[1-9]) ;;
-            # Its start-up recovery assumes no other instance is mid-order on the same database.
-            order=*) echo "just up: the order service runs once per database (its start-up recovery would take over another instance's orders)" >&2; exit 1 ;;
-            *) echo "just up: unknown argument '$arg' (expected product=N or user=N, N from 1 to 9)" >&2; exit 1 ;;
+            user=[1-9]|product=[1-9]|order=[1-9]) ;;
+            *) echo "just up: unknown argument '$arg' (expected user=N, product=N or order=N, N from 1 to 9)" >&2; exit 1 ;;
         esac
     done
 
@@ -88,13 +89,13 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003, gateway :8080. `just up product=3` runs three product instances (also user=N).
+# Build, then start the stack in the background: Consul :8500, user :5001, order :5002, product :5003, gateway :8080. `just up product=3` runs three product instances (also user=N, order=N).
 up *scale: (_scale scale) build consul
     #!/usr/bin/env bash
     set -euo pipefail
     # Instances per service (checked by _scale before anything starts): the first on its fixed
     # port, the others on free ports; Consul tells the gateway and the order service of them all.
-    declare -A instances=([user-service]=1 [product-service]=1)
+    declare -A instances=([user-service]=1 [product-service]=1 [order-service]=1)
     for arg in {{scale}}; do instances[${arg%%=*}-service]="${arg#*=}"; done
     mkdir -p {{run_dir}}/logs {{run_dir}}/data {{run_dir}}/pids
     chmod 700 {{run_dir}}
@@ -168,8 +169,11 @@ up *scale: (_scale scale) build consul
     # The order service's own identity for inventory calls, signed by the user service.
     {{bin_dir}}/user-service issue-service-token --service order-service --data-dir {{run_dir}}/data \
         --out {{run_dir}}/data/keys/order-service.token 2>> {{run_dir}}/logs/user-service.log
+    # Several order instances share one database; a Consul session lock elects the one that
+    # runs recovery (docs/order-service.md).
     start order-service {{bin_dir}}/order-service --data-dir {{run_dir}}/data
-    healthy order-service
+    more order-service {{bin_dir}}/order-service --data-dir {{run_dir}}/data
+    healthy order-service "${instances[order-service]}"
     # The gateway last: it reads the user service's public key and finds the services in Consul.
     start gateway {{bin_dir}}/gateway --config gateway.toml
     for _ in $(seq 1 100); do

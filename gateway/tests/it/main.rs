@@ -11,6 +11,7 @@ mod failover;
 mod gateway;
 mod limits;
 mod listener;
+mod orders_ha;
 mod reload;
 mod rest;
 mod revocation;

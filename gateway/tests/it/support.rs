@@ -19,8 +19,7 @@ pub struct Stack {
     pub _user: Process,
     pub product: Process,
     pub product_launch: Launch,
-    /// Held so that the process lives as long as the stack.
-    pub _order: Process,
+    pub order: Process,
     pub gateway: Process,
 }
 
@@ -91,7 +90,7 @@ impl Stack {
             _user: user,
             product,
             product_launch,
-            _order: order,
+            order,
             gateway,
         };
         stack.wait_ready(&stack.gateway);

@@ -1,5 +1,6 @@
-//! The Consul agent's HTTP API, the few calls the shop needs, over a plain hyper client. This is
-//! the only place in the code base that builds a Consul URL.
+//! The Consul agent's HTTP API, the few calls the shop needs, over a plain hyper client: services,
+//! checks and health here, sessions and locks in [`crate::session`]. These two files are the only
+//! places in the code base that build a Consul URL.
 //!
 //! Every request has a timeout: short for agent writes, `wait + wait/16 + margin` for blocking
 //! reads (Consul adds up to wait/16 of jitter to a blocking query). The ACL token travels in the
@@ -175,7 +176,7 @@ pub fn parse_health(body: &[u8]) -> Result<Vec<Endpoint>, String> {
 }
 
 /// Percent-encodes a path segment (service names and ids are usually plain already).
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -214,10 +215,10 @@ impl fmt::Debug for ConsulClient {
 }
 
 /// One answer: status, the `X-Consul-Index` header if any, and the body.
-struct Answer {
-    status: StatusCode,
-    index: Option<u64>,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) index: Option<u64>,
+    pub(crate) body: Bytes,
 }
 
 impl ConsulClient {
@@ -246,14 +247,14 @@ impl ConsulClient {
         &self.addr
     }
 
-    async fn send(
+    /// One call to the agent, answered with whatever status it has.
+    pub(crate) async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Answer, ConsulError> {
-        let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.addr));
@@ -288,12 +289,24 @@ impl ConsulClient {
                 .to_bytes();
             Ok(Answer { status, index, body })
         };
-        let answer = tokio::time::timeout(timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ConsulError::Timeout {
                 addr: self.addr.clone(),
                 after: timeout,
-            })??;
+            })?
+    }
+
+    /// One call to the agent; anything but a 2xx is a [`ConsulError::Status`].
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Answer, ConsulError> {
+        let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        let answer = self.exchange(method, path, body, timeout).await?;
         if answer.status.is_success() {
             Ok(answer)
         } else {

@@ -10,6 +10,8 @@
 //!   deadline on every call and one retry elsewhere when the first attempt was not sent.
 //! - [`call`]: what became of a failed call (not sent, broken, late, answered) and whether a
 //!   retry is safe, classified once from the error's types.
+//! - [`session`]: a Consul session lock, so one instance at a time does a job (the order
+//!   service's recovery), tied to the instance's health check;
 //! - [`pace`]: token bucket, backoff and randomness for the loops above.
 //!
 //! Nothing on a request path talks to Consul: the balancer reads the latest snapshot in memory.
@@ -19,6 +21,7 @@ pub mod call;
 pub mod consul;
 pub mod pace;
 pub mod register;
+pub mod session;
 pub mod watch;
 
 pub use balance::{Balancer, Policy};

@@ -80,6 +80,29 @@ pub fn reflection(
 /// minute later.
 pub const DEREGISTER_CRITICAL_AFTER: Duration = Duration::from_secs(60);
 
+/// The address announced in Consul (empty: the node's) and the one the agent checks: what was
+/// asked, else the bound IP; a wildcard bind leaves the address empty so Consul uses the
+/// node's, while the agent (local by design) checks us on loopback.
+fn advertised(common: &crate::config::Common, addr: SocketAddr) -> (String, String) {
+    match &common.advertise {
+        Some(a) => (a.clone(), a.clone()),
+        None if addr.ip().is_unspecified() => (String::new(), "127.0.0.1".to_owned()),
+        None => (addr.ip().to_string(), addr.ip().to_string()),
+    }
+}
+
+/// The id this instance registers under in Consul, `<name>-<ip>-<port>` (`node` for the
+/// node's address); its health check is `service:<id>`.
+pub fn instance_id(common: &crate::config::Common, name: &str, addr: SocketAddr) -> String {
+    let (address, _) = advertised(common, addr);
+    let shown = if address.is_empty() {
+        "node".to_owned()
+    } else {
+        address.replace(':', "_")
+    };
+    format!("{name}-{shown}-{}", addr.port())
+}
+
 /// Starts announcing this instance in Consul (unless `consul.addr` is empty): service `name`,
 /// checked through grpc.health.v1 for `grpc_service`, at the bound `addr`.
 ///
@@ -97,20 +120,9 @@ pub fn register(
         return Ok(None);
     }
     let client = shop_discovery::ConsulClient::new(&common.consul, common.consul_token.clone())?;
-    // Advertise what was asked, else the bound IP; a wildcard bind leaves the address empty so
-    // Consul uses the node's, while the agent (local by design) checks us on loopback.
-    let (address, check_host) = match &common.advertise {
-        Some(a) => (a.clone(), a.clone()),
-        None if addr.ip().is_unspecified() => (String::new(), "127.0.0.1".to_owned()),
-        None => (addr.ip().to_string(), addr.ip().to_string()),
-    };
-    let shown = if address.is_empty() {
-        "node".to_owned()
-    } else {
-        address.replace(':', "_")
-    };
+    let (address, check_host) = advertised(common, addr);
     let registration = shop_discovery::Registration {
-        id: format!("{name}-{shown}-{}", addr.port()),
+        id: instance_id(common, name, addr),
         name: name.to_owned(),
         address,
         port: addr.port(),

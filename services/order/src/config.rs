@@ -27,6 +27,9 @@ pub struct Config {
     pub policy: Policy,
     /// `recovery.interval`: how often interrupted orders are repaired.
     pub recovery_interval: Duration,
+    /// `recovery.lock`: the Consul KV key whose session lock elects the one instance (of those
+    /// sharing a database) that runs recovery.
+    pub recovery_lock: String,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             timeout: Duration::from_secs(3),
             policy: Policy::PowerOfTwo,
             recovery_interval: Duration::from_secs(10),
+            recovery_lock: "shop/order-service/recovery".to_owned(),
         }
     }
 }
@@ -89,7 +93,8 @@ impl Settings for Config {
         "upstream.product_addrs",
         "upstream.timeout",
         "upstream.policy",
-        "recovery.interval"
+        "recovery.interval",
+        "recovery.lock"
     );
 
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
@@ -107,6 +112,21 @@ impl Settings for Config {
                     .ok_or_else(|| format!("expected round_robin or p2c, got {text:?}"))?;
             }
             "recovery.interval" => self.recovery_interval = value.duration()?,
+            "recovery.lock" => {
+                let key = value.string()?;
+                let valid = !key.is_empty()
+                    && key.len() <= 256
+                    && !key.starts_with('/')
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+                if !valid {
+                    return Err(format!(
+                        "expected a Consul key of letters, digits and - _ . / (not starting with /), got {key:?}"
+                    ));
+                }
+                self.recovery_lock = key;
+            }
             other => return Err(format!("no such key {other}")),
         }
         Ok(())

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use shop_auth::revoked::{self, Revocations};
+use shop_discovery::session::{self, Leadership, LockConfig};
 use shop_discovery::watch::{self, Endpoints, WatchConfig};
 use shop_discovery::{Balancer, ConsulClient};
 use shop_kit::db::{Db, DbError};
@@ -72,6 +73,51 @@ fn endpoints(config: &Config, service: &str, fixed: &[String]) -> Result<Endpoin
     Ok(watch::consul(client, WatchConfig::new(service)))
 }
 
+/// The user and product services, found through Consul or fixed addresses, called with the
+/// service token for inventory.
+fn upstreams(config: &Config) -> Result<upstream::Upstreams, RunError> {
+    let token_path = config.service_token_path();
+    let token = std::fs::read_to_string(&token_path).map_err(|source| RunError::ServiceToken {
+        path: token_path.display().to_string(),
+        source,
+    })?;
+    let (users, products) = (Service::Users.name(), Service::Products.name());
+    Ok(upstream::Upstreams {
+        users: Balancer::new(
+            users,
+            config.policy,
+            endpoints(config, users, &config.user_addrs)?,
+        ),
+        products: Balancer::new(
+            products,
+            config.policy,
+            endpoints(config, products, &config.product_addrs)?,
+        ),
+        timeout: config.timeout,
+        service_bearer: format!("Bearer {}", token.trim()),
+    })
+}
+
+/// With Consul, the session lock that elects the instance running recovery (tied to this
+/// instance's registration and health check); without it, none: the instance runs alone.
+fn recovery_lock(
+    config: &Config,
+    listener: &TcpListener,
+) -> Result<Option<(ConsulClient, LockConfig)>, RunError> {
+    if config.common.consul.is_empty() {
+        return Ok(None);
+    }
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RunError::Setup(format!("cannot read the bound address: {e}")))?;
+    let id = serve::instance_id(&config.common, SERVICE_NAME, addr);
+    let client = ConsulClient::new(&config.common.consul, config.common.consul_token.clone())?;
+    Ok(Some((
+        client,
+        LockConfig::for_instance(&config.recovery_lock, &id),
+    )))
+}
+
 /// Opens the database, starts watching the user and product services, repairs interrupted
 /// orders, and serves until `shutdown` resolves and calls in flight have finished.
 pub async fn run(
@@ -79,11 +125,6 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let token_path = config.service_token_path();
-    let token = std::fs::read_to_string(&token_path).map_err(|source| RunError::ServiceToken {
-        path: token_path.display().to_string(),
-        source,
-    })?;
     let revocations = Arc::new(Revocations::default());
     let verifier = config
         .tokens
@@ -95,22 +136,7 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Setup(format!("start-up task failed: {e}")))??
     };
-    let (users, products) = (Service::Users.name(), Service::Products.name());
-    let up = upstream::Upstreams {
-        users: Balancer::new(
-            users,
-            config.policy,
-            endpoints(&config, users, &config.user_addrs)?,
-        ),
-        products: Balancer::new(
-            products,
-            config.policy,
-            endpoints(&config, products, &config.product_addrs)?,
-        ),
-        timeout: config.timeout,
-        service_bearer: format!("Bearer {}", token.trim()),
-    };
-    let up = Arc::new(up);
+    let up = Arc::new(upstreams(&config)?);
     // Tokens of deleted accounts and changed roles, learned from the user service.
     let feed = {
         let up = Arc::clone(&up);
@@ -128,25 +154,17 @@ pub async fn run(
         verifier: Arc::new(verifier),
     };
 
+    let leadership = match recovery_lock(&config, &listener)? {
+        Some((client, lock)) => session::lead(client, lock),
+        None => Leadership::alone(),
+    };
     let recovery = {
-        let (grace, every) = (config.recovery_grace(), config.recovery_interval);
-        tokio::spawn(async move {
-            loop {
-                match orders.recover_once(grace).await {
-                    Ok(recovery::Pass {
-                        stuck: 0, owed: 0, ..
-                    }) => {}
-                    Ok(pass) => tracing::info!(
-                        stuck = pass.stuck,
-                        owed = pass.owed,
-                        left = pass.left,
-                        "recovery pass"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        })
+        let (grace, every, held) = (
+            config.recovery_grace(),
+            config.recovery_interval,
+            leadership.held.clone(),
+        );
+        tokio::spawn(async move { recovery::run(&orders, grace, every, held).await })
     };
 
     tracing::info!(db = %config.db_path().display(), "database open");
@@ -160,6 +178,7 @@ pub async fn run(
     let served = serve::grpc(who, service, listener, shutdown).await;
     recovery.abort();
     feed.abort();
+    leadership.stop().await;
     served?;
     Ok(())
 }

@@ -3,10 +3,15 @@
 //! for them) fail and release their units; orders that owe the product service a commit or a
 //! release get it. Every step is a guarded update or an idempotent call, so a pass may overlap
 //! a request, another pass, or another instance's pass without doing anything twice.
+//!
+//! Passes run on one instance at a time: the one holding the Consul session lock
+//! (`recovery.lock`), or the only one when there is no Consul. A holder that loses the lock in
+//! the middle of a pass finishes it harmlessly; the next pass runs wherever the lock is then.
 
 use std::time::Duration;
 
 use shop_kit::clock::now_millis;
+use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::flows::Orders;
@@ -69,5 +74,30 @@ impl Orders {
             }
         }
         Ok(pass)
+    }
+}
+
+/// Runs a pass every `every` while `held` says this instance holds the recovery lock, and one at
+/// once whenever it takes the lock. Never returns.
+pub async fn run(orders: &Orders, grace: Duration, every: Duration, mut held: watch::Receiver<bool>) {
+    loop {
+        if *held.borrow_and_update() {
+            match orders.recover_once(grace).await {
+                Ok(Pass {
+                    stuck: 0, owed: 0, ..
+                }) => {}
+                Ok(pass) => tracing::info!(
+                    stuck = pass.stuck,
+                    owed = pass.owed,
+                    left = pass.left,
+                    "recovery pass"
+                ),
+                Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
+            }
+            tokio::time::sleep(every).await;
+        } else {
+            // Not ours: wait until it is (a pass then runs at once), or look again later.
+            let _ = tokio::time::timeout(every, held.wait_for(|h| *h)).await;
+        }
     }
 }
