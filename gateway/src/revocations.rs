@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_auth::revoked::{self, Batch, Revocation};
+use shop_auth::revoked::{self, Batch};
 use shop_proto::user::v1 as pb;
 use shop_proto::user::v1::user_service_client::UserServiceClient;
 
@@ -46,19 +46,6 @@ async fn fetch(gateway: &Gateway, after: i64) -> Result<Batch, String> {
             async move { UserServiceClient::new(channel).list_revocations(req).await }
         })
         .await
-        .map_err(|e| format!("upstream {name}: {e}"))?
-        .into_inner();
-    Ok(Batch {
-        revocations: answer
-            .revocations
-            .iter()
-            .map(|r| Revocation {
-                user_id: r.user_id,
-                valid_from: u64::try_from(r.valid_from_version).unwrap_or(0),
-                until: u64::try_from(r.until).unwrap_or(0),
-            })
-            .collect(),
-        cursor: answer.cursor,
-        more: answer.more,
-    })
+        .map_err(|e| format!("upstream {name}: {e}"))?;
+    Ok(answer.into_inner().into())
 }

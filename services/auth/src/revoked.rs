@@ -37,6 +37,26 @@ pub struct Batch {
     pub more: bool,
 }
 
+impl From<shop_proto::user::v1::ListRevocationsResponse> for Batch {
+    /// The feed's answer as verifiers keep it (negative numbers, which the user service never
+    /// sends, count as 0).
+    fn from(answer: shop_proto::user::v1::ListRevocationsResponse) -> Batch {
+        Batch {
+            revocations: answer
+                .revocations
+                .iter()
+                .map(|r| Revocation {
+                    user_id: r.user_id,
+                    valid_from: u64::try_from(r.valid_from_version).unwrap_or(0),
+                    until: u64::try_from(r.until).unwrap_or(0),
+                })
+                .collect(),
+            cursor: answer.cursor,
+            more: answer.more,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Per user, the lowest version still valid and until when that matters.

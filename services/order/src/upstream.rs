@@ -158,21 +158,8 @@ impl Upstreams {
             .map_err(|error| UpstreamError {
                 service: Service::Users,
                 error,
-            })?
-            .into_inner();
-        Ok(revoked::Batch {
-            revocations: answer
-                .revocations
-                .iter()
-                .map(|r| revoked::Revocation {
-                    user_id: r.user_id,
-                    valid_from: u64::try_from(r.valid_from_version).unwrap_or(0),
-                    until: u64::try_from(r.until).unwrap_or(0),
-                })
-                .collect(),
-            cursor: answer.cursor,
-            more: answer.more,
-        })
+            })?;
+        Ok(answer.into_inner().into())
     }
 
     async fn products<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
