@@ -298,42 +298,25 @@ demo:
     @echo
     cargo run -q -p shop-examples --bin discover-products
 
-# Benchmarks: a plain hyper server, the gateway (policies on) and direct gRPC in one run, then login timing (release; own processes and data; docs/benchmarks.md).
-bench seconds="10" concurrency="32":
+# Benchmarks (release; own processes and data; docs/benchmarks.md): plain hyper, nginx in front of it, the gateway, each service over gRPC and order creation in one run, with CPU per request per process and a chart (docs/bench.svg); then login timing. `just bench 10 gateway` runs only rows whose name contains "gateway".
+bench seconds="10" rows="":
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release --locked -p user-service -p product-service -p shop-gateway -p shop-examples
+    missing=()
+    for tool in wrk h2load nginx; do command -v "$tool" > /dev/null || missing+=("$tool"); done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "bench needs ${missing[*]}: sudo apt-get install wrk nghttp2-client nginx-light" >&2
+        exit 1
+    fi
+    cargo build --release --locked -p user-service -p product-service -p order-service -p shop-gateway -p shop-examples
+    rows=()
+    [ -n "{{rows}}" ] && rows=(--rows "{{rows}}")
+    {{release_dir}}/bench --bin-dir {{release_dir}} --seconds {{seconds}} --chart docs/bench.svg "${rows[@]}"
+    echo
     dir="$(mktemp -d)"
-    pids=()
-    trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
-    # start NAME CMD...: runs it in the background and prints its address once it is ready.
-    start() {
-        local name="$1"; shift
-        "$@" > "$dir/$name.out" 2> "$dir/$name.err" &
-        pids+=($!)
-        for _ in $(seq 1 300); do grep -q " ready on " "$dir/$name.out" && break; sleep 0.1; done
-        grep " ready on " "$dir/$name.out" | awk '{print $NF}'
-    }
-    user="$(start user {{release_dir}}/user-service --port 0 --data-dir "$dir/data" --consul "")"
-    {{release_dir}}/product-service seed --data-dir "$dir/data" 2> /dev/null
-    product="$(start product {{release_dir}}/product-service --port 0 --data-dir "$dir/data" --consul "")"
-    # The default gateway.toml with static upstreams (no Consul in the measurement), a free port,
-    # and the per-client limit raised: all the load comes from one address, and the limiter
-    # still runs on every request.
-    sed -e 's|^consul = .*|consul = ""|' \
-        -e 's|^rate = 50$|rate = 1000000|' -e 's|^burst = 100$|burst = 1000000|' \
-        -e "s|^service = \"user-service\"|addresses = [\"$user\"]|" \
-        -e "s|^service = \"product-service\"|addresses = [\"$product\"]|" \
-        -e 's|^service = "order-service"|addresses = ["127.0.0.1:9"]|' \
-        -e 's|^address = "127.0.0.1:8080"|address = "127.0.0.1:0"|' \
-        -e "s|^public_key = .*|public_key = \"$dir/data/keys/token-signing.pub.pem\"|" \
-        gateway.toml > "$dir/gateway.toml"
-    gateway="$(start gateway {{release_dir}}/gateway --config "$dir/gateway.toml")"
-    plain="$(start plain {{release_dir}}/fixed-body 127.0.0.1:0)"
-    echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    echo "client, gateway and service share these cores"
-    echo
-    {{release_dir}}/gateway-bench --plain "$plain" --gateway "$gateway" --grpc "http://$product" --id 1 \
-        --seconds {{seconds}} --concurrency {{concurrency}}
-    echo
+    trap 'kill -TERM "$user_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+    {{release_dir}}/user-service --port 0 --data-dir "$dir/data" --consul "" > "$dir/user.out" 2> "$dir/user.err" &
+    user_pid=$!
+    for _ in $(seq 1 300); do grep -q " ready on " "$dir/user.out" && break; sleep 0.1; done
+    user="$(grep " ready on " "$dir/user.out" | awk '{print $NF}')"
     {{release_dir}}/login-timing "http://$user" 200

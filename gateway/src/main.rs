@@ -11,12 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
-
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use shop_gateway::pipeline::Gateway;
 
@@ -76,10 +71,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    if let Err(e) = init_logs() {
-        eprintln!("gateway: {e}");
-        return ExitCode::FAILURE;
-    }
+    // Held to the end of main: pending log lines are written out when it drops.
+    let _logs = match shop_base::logs::init("info", true) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -97,7 +96,7 @@ fn main() -> ExitCode {
         };
         let watcher = tokio::spawn(shop_gateway::reload::watch(Arc::clone(&gateway)));
         let feed = tokio::spawn(shop_gateway::revocations::follow(Arc::clone(&gateway)));
-        let served = shop_gateway::server::serve(gateway, stop_signal()).await;
+        let served = shop_gateway::server::serve(gateway, shop_base::stop::signal()).await;
         watcher.abort();
         feed.abort();
         match served {
@@ -108,38 +107,4 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-fn init_logs() -> Result<(), String> {
-    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-    let filter = Targets::from_str(&directive).map_err(|e| format!("RUST_LOG {directive:?}: {e}"))?;
-    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(true);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init()
-        .map_err(|e| e.to_string())
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the gateway");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

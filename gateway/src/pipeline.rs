@@ -33,9 +33,7 @@ use crate::transcode;
 use crate::upstream::{self, Call, Failure, Guard, Upstreams};
 
 /// The header that carries a request's id, in and out.
-pub const REQUEST_ID: &str = "x-request-id";
-/// Longest request id taken from a client; longer ones are replaced.
-const MAX_REQUEST_ID: usize = 128;
+pub const REQUEST_ID: &str = shop_base::request_id::HEADER;
 /// How long a reload waits for new upstreams' first instances before swapping anyway.
 const FIRST_INSTANCES: std::time::Duration = std::time::Duration::from_secs(2);
 /// The header a client sends to make `POST /api/orders` safe to retry.
@@ -855,18 +853,9 @@ fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .map(HeaderValue::as_bytes)
-        .filter(|b| !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(u8::is_ascii_graphic))
+        .filter(|b| shop_base::request_id::acceptable(b))
         .and_then(|b| std::str::from_utf8(b).ok())
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id)
-}
-
-/// 16 hex digits, unique enough to find a request in the logs (not a secret).
-fn new_request_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    format!("{:016x}", h.finish())
+        .map_or_else(shop_base::request_id::fresh, str::to_owned)
 }
 
 /// Longest `Idempotency-Key` accepted; the order service's limit too.
@@ -936,7 +925,6 @@ mod tests {
         assert_eq!(request_id(&h).len(), 16);
         h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
         assert_eq!(request_id(&h).len(), 16);
-        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! `nbf`, issuer and audience are checked; [`revoked`] refuses tokens of deleted accounts and of
 //! accounts whose role changed.
 
+mod cache;
 pub mod revoked;
 
 use std::fmt;
@@ -87,16 +88,16 @@ impl fmt::Display for Role {
     }
 }
 
-/// A verified caller.
+/// A verified caller. Cheap to clone (shared strings): the verifier's cache hands out copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The user id; 0 for a service.
     pub user_id: i64,
     /// The service's name when `role` is [`Role::Service`].
-    pub service: Option<String>,
+    pub service: Option<Arc<str>>,
     pub role: Role,
     /// The token's `jti`, for logs and audit.
-    pub token_id: String,
+    pub token_id: Arc<str>,
     /// Expiry, seconds since the Unix epoch.
     pub expires_at: u64,
 }
@@ -202,12 +203,21 @@ impl Default for TokenRules {
     }
 }
 
-/// Checks access tokens against one public key and one set of rules.
-#[derive(Clone)]
+/// Checks access tokens against one public key and one set of rules. A token that verified is
+/// remembered ([`cache`]) until the earlier of its expiry and a minute, so the signature is
+/// checked once per token rather than once per request; revocations are checked every time.
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
     revocations: Option<Arc<revoked::Revocations>>,
+    cache: cache::Cache,
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl fmt::Debug for Verifier {
@@ -253,6 +263,7 @@ impl Verifier {
             key,
             validation,
             revocations: None,
+            cache: cache::Cache::default(),
         })
     }
 
@@ -264,6 +275,34 @@ impl Verifier {
 
     /// Verifies a bare token (no `Bearer ` prefix).
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let now = now_secs();
+        let (who, ver) = match self.cache.get(token, now) {
+            Some(hit) => hit,
+            None => {
+                let (who, ver) = self.check_signed(token)?;
+                // Remembered until the earlier of its expiry (with the leeway, as jsonwebtoken
+                // judges it) and a minute from now.
+                let until = who
+                    .expires_at
+                    .saturating_add(self.validation.leeway)
+                    .min(now + cache::REMEMBER_SECS);
+                self.cache.put(token, &who, ver, until, now);
+                (who, ver)
+            }
+        };
+        if who.role != Role::Service
+            && self
+                .revocations
+                .as_ref()
+                .is_some_and(|r| r.refuses(who.user_id, ver))
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok(who)
+    }
+
+    /// The full check: signature, algorithm, claims. Returns the identity and the token version.
+    fn check_signed(&self, token: &str) -> Result<(Identity, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e
             .kind()
         {
@@ -287,7 +326,7 @@ impl Verifier {
             if !is_service_name(&claims.sub) {
                 return Err(AuthError::BadClaim("sub is not a service name".to_owned()));
             }
-            (0, Some(claims.sub))
+            (0, Some(Arc::from(claims.sub)))
         } else {
             let id = claims
                 .sub
@@ -295,22 +334,16 @@ impl Verifier {
                 .ok()
                 .filter(|id| *id > 0)
                 .ok_or_else(|| AuthError::BadClaim("sub is not a user id".to_owned()))?;
-            if self
-                .revocations
-                .as_ref()
-                .is_some_and(|r| r.refuses(id, claims.ver))
-            {
-                return Err(AuthError::Revoked);
-            }
             (id, None)
         };
-        Ok(Identity {
+        let who = Identity {
             user_id,
             service,
             role,
-            token_id: claims.jti,
+            token_id: Arc::from(claims.jti),
             expires_at: claims.exp,
-        })
+        };
+        Ok((who, claims.ver))
     }
 
     /// Verifies an `authorization` header value of the form `Bearer <token>`.
@@ -379,7 +412,7 @@ mod tests {
         let id = verifier(&public).verify(&sign(&key, &claims())).unwrap();
         assert_eq!(id.user_id, 42);
         assert_eq!(id.role, Role::Customer);
-        assert_eq!(id.token_id, "abc");
+        assert_eq!(&*id.token_id, "abc");
         assert!(id.may_act_for(42));
         assert!(!id.may_act_for(43));
     }

@@ -358,7 +358,7 @@ pub fn start<S: Settings>(
     name: &str,
     usage: &str,
     log_level: impl Fn(&S) -> &str,
-) -> Result<(S, Flags), std::process::ExitCode> {
+) -> Result<(S, Flags, shop_base::logs::Guard), std::process::ExitCode> {
     let fail = |message: String| {
         eprintln!("{name}: {message}");
         std::process::ExitCode::FAILURE
@@ -374,8 +374,8 @@ pub fn start<S: Settings>(
         println!("settings are valid");
         return Err(std::process::ExitCode::SUCCESS);
     }
-    crate::telemetry::init(log_level(&settings)).map_err(fail)?;
-    Ok((settings, flags))
+    let logs = shop_base::logs::init(log_level(&settings), false).map_err(fail)?;
+    Ok((settings, flags, logs))
 }
 
 /// The settings every service has: where it listens, where its data lives, Consul and logs.

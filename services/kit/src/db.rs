@@ -4,7 +4,11 @@
 //! user_version`, so an old file upgrades on start and a newer one is refused).
 //!
 //! rusqlite is blocking. [`Db::call`] runs a closure on the blocking thread pool with a pooled
-//! connection, inside the caller's tracing span, so async workers never wait on the disk.
+//! connection, inside the caller's tracing span, so async workers never wait on the disk or on
+//! another writer. [`Db::read`] is for point reads (a row by its key): it runs at once on the
+//! calling thread with a read-only connection, because handing a read of a few microseconds to
+//! another thread and back costs several times the read (in WAL mode a reader never waits for
+//! a writer, and a read-only connection cannot take the write lock).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -167,6 +171,8 @@ struct Inner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    /// Read-only connections for [`Db::read`], taken without waiting.
+    readers: Mutex<Vec<Connection>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -178,19 +184,31 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens `size` connections (at least one) and migrates the schema.
+    /// Opens `size` connections (at least one) and as many read-only ones, and migrates the
+    /// schema.
     pub fn open(path: &Path, migrations: &[Migration], size: usize) -> Result<Db, DbError> {
         let mut first = open_connection(path)?;
         migrate(&mut first, path, migrations)?;
         let mut idle = vec![first];
+        let mut readers = Vec::new();
         for _ in 1..size.max(1) {
             idle.push(open_connection(path)?);
+        }
+        for _ in 0..size.max(1) {
+            let conn = open_connection(path)?;
+            conn.execute_batch("PRAGMA query_only = ON;")
+                .map_err(|source| DbError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            readers.push(conn);
         }
         Ok(Db {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 permits: Arc::new(Semaphore::new(idle.len())),
                 idle: Mutex::new(idle),
+                readers: Mutex::new(readers),
             }),
         })
     }
@@ -224,7 +242,7 @@ impl Db {
             // a permit with nothing behind it, failing every later call that drew it.
             let mut conn = Lent {
                 conn: Some(conn),
-                pool: &inner,
+                pool: &inner.idle,
             };
             let out = match conn.conn.as_mut() {
                 Some(c) => span.in_scope(|| f(c)),
@@ -241,20 +259,41 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Runs a point read `f` at once, on the calling thread, with a read-only connection; when
+    /// every reader is busy, on the blocking pool like [`Db::call`]. Keep `f` to lookups by key:
+    /// anything that scans belongs in [`Db::call`].
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let conn = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(conn) = conn else {
+            return self.call(move |c| f(c)).await;
+        };
+        let lent = Lent {
+            conn: Some(conn),
+            pool: &self.inner.readers,
+        };
+        match lent.conn.as_ref() {
+            Some(c) => f(c),
+            None => Err(E::from(DbError::Task("connection vanished".to_owned()))),
+        }
+    }
+}
+
 /// A pooled connection on loan; returned to the pool when dropped.
 struct Lent<'a> {
     conn: Option<Connection>,
-    pool: &'a Inner,
+    pool: &'a Mutex<Vec<Connection>>,
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         }
     }
 }
@@ -381,6 +420,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn point_reads_run_in_place_and_cannot_write() {
+        let path = scratch("read.db");
+        let db = Db::open(&path, &[V1], 1).unwrap();
+        db.call(|c| Ok::<_, DbError>(c.execute("INSERT INTO notes (body) VALUES ('seen')", [])?))
+            .await
+            .unwrap();
+        let body: String = db
+            .read(|c| Ok::<_, DbError>(c.query_row("SELECT body FROM notes", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(body, "seen");
+        let write = db
+            .read(|c| Ok::<_, DbError>(c.execute("DELETE FROM notes", [])?))
+            .await;
+        assert!(write.is_err(), "a reader's connection is read-only");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
-//! What every shop service shares, so that knowing one service means knowing all three.
+//! What every shop service shares, so that knowing one service means knowing all three (logs,
+//! request ids and the stop signal come from `shop-base`, which the gateway shares too).
 //!
 //! - [`config`]: typed settings layered from defaults, a TOML file, `SHOP_*` environment
 //!   variables and command-line flags, with errors that name the source, the key and the problem;
-//! - [`telemetry`]: `tracing` logs to stderr;
 //! - [`db`]: SQLite files opened the same way everywhere (WAL, foreign keys, busy timeout,
 //!   versioned migrations) and a small connection pool that keeps blocking calls off the async
 //!   workers;
@@ -14,4 +14,3 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod serve;
-pub mod telemetry;

@@ -7,7 +7,6 @@
 //! The binary binds and passes the signal future; tests bind port 0 and pass their own.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,36 +20,14 @@ use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 
 /// The metadata key (and HTTP header) carrying a request's id from the gateway to the services.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: &str = shop_base::request_id::HEADER;
 
 /// How long in-flight calls may take to finish after a shutdown signal. Calls carry deadlines of
 /// a few seconds, so ten seconds lets them end on their own without holding a deploy hostage.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Limits a request id we accept from outside: long enough for UUIDs and trace ids, short
-/// enough that a client cannot bloat our logs.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
-    }
-}
+pub use shop_base::stop::signal as shutdown_signal;
 
 /// Prints the one line that tells a supervisor or a test the server is ready, with the real
 /// bound address (useful when the port was 0): `<service> ready on <addr>`.
@@ -309,16 +286,8 @@ pub fn incoming(
     })
 }
 
-/// A fresh request id: 16 hex digits, random per process and per call (not a secret).
-pub fn new_request_id() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    format!("{:016x}", h.finish())
-}
-
 fn acceptable_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
+    shop_base::request_id::acceptable(v.as_bytes())
 }
 
 /// A tower layer for the tonic server: gives every call a span with its method and request id
@@ -358,7 +327,8 @@ where
         let id = match req.headers().get(REQUEST_ID) {
             Some(v) if acceptable_request_id(v) => v.clone(),
             _ => {
-                let fresh = HeaderValue::from_str(&new_request_id()).unwrap_or(HeaderValue::from_static("-"));
+                let fresh = HeaderValue::from_str(&shop_base::request_id::fresh())
+                    .unwrap_or(HeaderValue::from_static("-"));
                 req.headers_mut().insert(REQUEST_ID, fresh.clone());
                 fresh
             }
@@ -421,17 +391,5 @@ mod tests {
                 .starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")),
             "{e}"
         );
-    }
-
-    #[test]
-    fn request_ids_are_checked_and_generated() {
-        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123")));
-        assert!(!acceptable_request_id(&HeaderValue::from_static("has space")));
-        assert!(!acceptable_request_id(
-            &HeaderValue::from_str(&"x".repeat(129)).unwrap()
-        ));
-        let (a, b) = (new_request_id(), new_request_id());
-        assert_eq!(a.len(), 16);
-        assert_ne!(a, b);
     }
 }

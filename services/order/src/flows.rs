@@ -57,7 +57,7 @@ pub struct ListRequest {
 impl Orders {
     async fn load(&self, id: i64) -> Result<Order, Error> {
         self.db
-            .call(move |c| store::load(c, id))
+            .read(move |c| store::load(c, id))
             .await?
             .ok_or(Error::NotFound(id))
     }
@@ -123,7 +123,7 @@ impl Orders {
             let key = k.as_str().to_owned();
             let found = self
                 .db
-                .call(move |c| store::find_keyed(c, owner, &key, since))
+                .read(move |c| store::find_keyed(c, owner, &key, since))
                 .await?;
             if let Some(existing) = found {
                 return self.replay(existing, &fingerprint, k).await;

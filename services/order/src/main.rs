@@ -28,7 +28,7 @@ The service token (auth.service_token, default <data.dir>/keys/order-service.tok
 `user-service issue-service-token --service order-service --out FILE`.";
 
 fn main() -> ExitCode {
-    let (config, flags): (Config, _) =
+    let (config, flags, _logs): (Config, _, _) =
         match config::start(SERVICE_NAME, USAGE, |c: &Config| &c.common.log_level) {
             Ok(started) => started,
             Err(code) => return code,

@@ -130,18 +130,17 @@ pub struct Keyed {
 /// their key back.
 pub fn find_keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Result<Option<Keyed>, Error> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, fingerprint, status FROM orders
              WHERE user_id = ?1 AND idempotency_key = ?2 AND created_at >= ?3",
-            params![user_id, key, since],
-            |r| {
-                Ok(Keyed {
-                    id: r.get(0)?,
-                    fingerprint: r.get(1)?,
-                    status: status_of(r, 2)?,
-                })
-            },
-        )
+        )?
+        .query_row(params![user_id, key, since], |r| {
+            Ok(Keyed {
+                id: r.get(0)?,
+                fingerprint: r.get(1)?,
+                status: status_of(r, 2)?,
+            })
+        })
         .optional()?)
 }
 
@@ -336,7 +335,13 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<Order> {
     })
 }
 
-const COLUMNS: &str = "id, user_id, status, total_cents, shipping_address, created_at, updated_at, failure";
+/// The columns `order_from_row` reads, as a literal (so queries can be `concat!`ed constants).
+macro_rules! columns {
+    () => {
+        "id, user_id, status, total_cents, shipping_address, created_at, updated_at, failure"
+    };
+}
+const COLUMNS: &str = columns!();
 
 fn fill(conn: &Connection, order: &mut Order) -> Result<(), Error> {
     let mut items = conn.prepare_cached(
@@ -372,11 +377,8 @@ fn fill(conn: &Connection, order: &mut Order) -> Result<(), Error> {
 /// An order in any status, with its lines and history.
 pub fn load(conn: &Connection, id: i64) -> Result<Option<Order>, Error> {
     let order = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"),
-            [id],
-            order_from_row,
-        )
+        .prepare_cached(concat!("SELECT ", columns!(), " FROM orders WHERE id = ?1"))?
+        .query_row([id], order_from_row)
         .optional()?;
     match order {
         Some(mut o) => {

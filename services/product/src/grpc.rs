@@ -96,7 +96,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         let id = domain::check_id("id", req.get_ref().id)?;
         let product = self
             .db
-            .call(move |c| store::get(c, id))
+            .read(move |c| store::get(c, id))
             .await?
             .ok_or(Error::NotFound(id))?;
         Ok(Response::new(to_pb(product)))
@@ -188,7 +188,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         for id in &ids {
             domain::check_id("ids", *id)?;
         }
-        let found = self.db.call(move |c| store::batch_get(c, &ids)).await?;
+        let found = self.db.read(move |c| store::batch_get(c, &ids)).await?;
         let products = found
             .into_iter()
             .map(|(id, p)| match p {

@@ -28,7 +28,7 @@ Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --check            validate the settings and exit";
 
 fn main() -> ExitCode {
-    let (config, flags): (Config, _) =
+    let (config, flags, _logs): (Config, _, _) =
         match config::start(SERVICE_NAME, USAGE, |c: &Config| &c.common.log_level) {
             Ok(started) => started,
             Err(code) => return code,

@@ -155,13 +155,11 @@ pub fn create(conn: &mut Connection, new: &NewProduct, now: i64) -> Result<Produ
 
 /// A live (not deleted) product.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Product>, Error> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM products p WHERE p.id = ?1 AND p.deleted_at IS NULL"),
-            [id],
-            product_from_row,
-        )
-        .optional()?)
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.category, p.created_at, p.updated_at
+         FROM products p WHERE p.id = ?1 AND p.deleted_at IS NULL",
+    )?;
+    Ok(stmt.query_row([id], product_from_row).optional()?)
 }
 
 /// One page of live products and the number of matches over all pages.

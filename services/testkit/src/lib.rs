@@ -247,8 +247,23 @@ impl Process {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
-    /// Everything the process wrote to stderr (its logs) so far.
+    /// Everything the process wrote to stderr (its logs) so far. Services write logs from a
+    /// background thread, a moment after the event: this waits until the file has stopped
+    /// growing for a short while (at most two seconds) before reading it.
     pub fn logs(&self) -> String {
+        let size = || std::fs::metadata(&self.stderr_path).map_or(0, |m| m.len());
+        let started = Instant::now();
+        let mut last = size();
+        let mut still_since = Instant::now();
+        while still_since.elapsed() < Duration::from_millis(30) && started.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = size();
+            if now != last {
+                last = now;
+                still_since = Instant::now();
+            }
+        }
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 

@@ -127,7 +127,7 @@ impl UserApi {
             });
         }
         if own {
-            let stored = self.db.call(move |c| store::password_hash(c, id)).await?;
+            let stored = self.db.read(move |c| store::password_hash(c, id)).await?;
             if stored.is_none() {
                 return Err(Error::NotFound);
             }
@@ -140,7 +140,7 @@ impl UserApi {
 
     async fn live_user(&self, id: i64) -> Result<User, Error> {
         self.db
-            .call(move |c| store::get(c, id))
+            .read(move |c| store::get(c, id))
             .await?
             .ok_or(Error::NotFound)
     }
@@ -176,7 +176,7 @@ impl pb::user_service_server::UserService for UserApi {
             String::new()
         };
         let password: String = r.password.chars().take(domain::PASSWORD_MAX + 1).collect();
-        let found = self.db.call(move |c| store::find_for_login(c, &login)).await?;
+        let found = self.db.read(move |c| store::find_for_login(c, &login)).await?;
         let (user, stored) = match found {
             Some((user, hash)) => (Some(user), Some(hash)),
             None => (None, None),
@@ -280,7 +280,7 @@ impl pb::user_service_server::UserService for UserApi {
     ) -> Result<Response<pb::ValidateUserResponse>, Status> {
         let id = req.get_ref().id;
         self.caller_for(&req, id)?;
-        let user = self.db.call(move |c| store::get(c, id)).await?;
+        let user = self.db.read(move |c| store::get(c, id)).await?;
         Ok(Response::new(pb::ValidateUserResponse {
             id,
             valid: user.is_some(),

@@ -43,7 +43,7 @@ admin). The account's older tokens are revoked: the gateway and the services ref
 seconds.";
 
 fn main() -> ExitCode {
-    let (config, flags): (Config, Flags) =
+    let (config, flags, _logs): (Config, Flags, _) =
         match config::start(SERVICE_NAME, USAGE, |c: &Config| &c.common.log_level) {
             Ok(started) => started,
             Err(code) => return code,

@@ -71,7 +71,13 @@ pub const PASSWORD_CHANGE_BURST: i64 = 5;
 /// Ten minutes.
 pub const PASSWORD_CHANGE_EVERY_MS: i64 = 10 * 60 * 1000;
 
-const COLUMNS: &str = "id, username, email, full_name, role, created_at, updated_at, token_version";
+/// The columns [`user_from_row`] reads, as a literal (so queries can be `concat!`ed constants).
+macro_rules! columns {
+    () => {
+        "id, username, email, full_name, role, created_at, updated_at, token_version"
+    };
+}
+const COLUMNS: &str = columns!();
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = row.get(4)?;
@@ -118,35 +124,39 @@ pub fn insert(conn: &mut Connection, new: &NewUser, hash: &str, role: Role, now:
 /// The live account and its hash for a login name: an email when it contains '@', else a
 /// username.
 pub fn find_for_login(conn: &Connection, login: &str) -> Result<Option<(User, String)>, Error> {
-    let column = if login.contains('@') { "email" } else { "username" };
-    let sql = format!(
-        "SELECT {COLUMNS}, password_hash FROM users
-         WHERE {column} = ?1 COLLATE NOCASE AND deleted_at IS NULL"
-    );
-    Ok(conn
-        .query_row(&sql, [login], |r| Ok((user_from_row(r)?, r.get::<_, String>(8)?)))
+    let sql = if login.contains('@') {
+        concat!(
+            "SELECT ",
+            columns!(),
+            ", password_hash FROM users WHERE email = ?1 COLLATE NOCASE AND deleted_at IS NULL"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            columns!(),
+            ", password_hash FROM users WHERE username = ?1 COLLATE NOCASE AND deleted_at IS NULL"
+        )
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    Ok(stmt
+        .query_row([login], |r| Ok((user_from_row(r)?, r.get::<_, String>(8)?)))
         .optional()?)
 }
 
 /// A live (not deleted) account.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, Error> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1 AND deleted_at IS NULL"),
-            [id],
-            user_from_row,
-        )
-        .optional()?)
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE id = ?1 AND deleted_at IS NULL"
+    ))?;
+    Ok(stmt.query_row([id], user_from_row).optional()?)
 }
 
 pub fn password_hash(conn: &Connection, id: i64) -> Result<Option<String>, Error> {
-    Ok(conn
-        .query_row(
-            "SELECT password_hash FROM users WHERE id = ?1 AND deleted_at IS NULL",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?)
+    let mut stmt =
+        conn.prepare_cached("SELECT password_hash FROM users WHERE id = ?1 AND deleted_at IS NULL")?;
+    Ok(stmt.query_row([id], |r| r.get(0)).optional()?)
 }
 
 pub fn update(conn: &mut Connection, id: i64, changes: &Changes, now: i64) -> Result<User, Error> {
