@@ -5,7 +5,8 @@
 //! - [`router`]: method + path templates, literal over parameter, 404/405, collisions;
 //! - [`transcode`]: JSON to protobuf and back, driven by the descriptors;
 //! - [`breaker`]: circuit breakers per upstream instance, the retry budget;
-//! - [`limit`]: token buckets per policy and client key, the client's address;
+//! - [`limit`]: token buckets per policy and client key;
+//! - [`client`]: the client's address (behind trusted proxies) and address blocks;
 //! - [`metrics`]: counters and `/metrics` in the Prometheus text format;
 //! - [`upstream`]: balancers over Consul-watched or static instances, dynamic gRPC calls;
 //! - [`pipeline`]: one request from start to access log;
@@ -19,6 +20,7 @@
 //! - [`tls`]: certificates into rustls.
 
 pub mod breaker;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod cors;

@@ -654,7 +654,7 @@ impl Loaded {
         let ip = || {
             format!(
                 "ip:{}",
-                limit::client_ip(peer, headers, &self.config.trusted_proxies)
+                crate::client::client_ip(peer, headers, &self.config.trusted_proxies)
             )
         };
         let key = match limit.key {

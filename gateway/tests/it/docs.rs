@@ -1,6 +1,6 @@
 //! The docs cannot drift from the code: the route table in docs/api.md is rendered from the
 //! default gateway.toml and its descriptors (run with `SHOP_BLESS=1` to rewrite it after a
-//! change), and every key the gateway.toml schema accepts (the `Raw*` structs of config.rs) has
+//! change), and every key the gateway.toml schema accepts (the `Raw*` structs of config/raw.rs) has
 //! a row in docs/gateway.md's key reference, which lists no key the schema does not know.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,14 +79,14 @@ fn the_api_reference_lists_the_default_files_routes() {
     }
 }
 
-/// Field names of each `struct Raw*` in config.rs.
+/// Field names of each `struct Raw*` in config/raw.rs.
 fn schema_keys() -> BTreeMap<String, Vec<String>> {
-    let source = std::fs::read_to_string(Path::new(ROOT).join("gateway/src/config.rs")).unwrap();
+    let source = std::fs::read_to_string(Path::new(ROOT).join("gateway/src/config/raw.rs")).unwrap();
     let mut structs = BTreeMap::new();
     let mut current: Option<(String, Vec<String>)> = None;
     for line in source.lines() {
         let line = line.trim();
-        if let Some(name) = line.strip_prefix("struct Raw").and_then(|l| l.strip_suffix(" {")) {
+        if let Some(name) = line.strip_prefix("pub(super) struct Raw").and_then(|l| l.strip_suffix(" {")) {
             current = Some((name.to_owned(), Vec::new()));
         } else if line == "}" {
             if let Some((name, fields)) = current.take() {
@@ -97,7 +97,7 @@ fn schema_keys() -> BTreeMap<String, Vec<String>> {
             && !line.starts_with("//")
             && !line.starts_with('#')
         {
-            fields.push(field.trim().to_owned());
+            fields.push(field.trim().trim_start_matches("pub(super) ").to_owned());
         }
     }
     structs

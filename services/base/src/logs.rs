@@ -2,7 +2,8 @@
 //! `info,user_service=debug` (`RUST_LOG` wins over the one passed in).
 //!
 //! A request never waits for a log write: each event is formatted into a buffer of its own and
-//! handed to a background thread that writes whatever has gathered in one go. When that thread
+//! handed to a background thread that writes whatever has gathered in one go (every couple of
+//! milliseconds while lines keep coming; at once after a quiet spell). When that thread
 //! falls behind by [`BACKLOG`] lines, new lines are dropped (a request must not stall on a slow
 //! disk) and the writer says how many, once it catches up. The [`Guard`] that [`init`] returns
 //! writes out what is pending when it is dropped: keep it for the life of `main`.
@@ -24,6 +25,9 @@ pub const BACKLOG: usize = 16_384;
 
 /// How much the writer gathers into one write at most.
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// How long a busy writer lets lines gather between writes (how late a line may appear).
+const PACE: std::time::Duration = std::time::Duration::from_millis(2);
 
 enum Message {
     Line(Vec<u8>),
@@ -97,28 +101,33 @@ impl Drop for Guard {
     }
 }
 
+/// Gathers what is queued (up to [`BATCH_BYTES`]) into `batch`; true when a stop came.
+fn gather(first: Message, rx: &Receiver<Message>, batch: &mut Vec<u8>) -> bool {
+    let mut next = Some(first);
+    while let Some(message) = next {
+        match message {
+            Message::Line(line) => batch.extend_from_slice(&line),
+            Message::Stop => return true,
+        }
+        next = if batch.len() < BATCH_BYTES {
+            rx.try_recv().ok()
+        } else {
+            None
+        };
+    }
+    false
+}
+
+/// The writer thread. Idle, it sleeps on the channel (the first line wakes it); busy, it
+/// writes what gathered every [`PACE`], so senders never have to wake it: a steady stream of
+/// lines costs one write a few milliseconds, not a wake-up and a write per line.
 fn write_out(rx: &Receiver<Message>, dropped: &AtomicU64) {
     let mut err = std::io::stderr();
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     let mut reported = 0;
-    loop {
-        let Ok(first) = rx.recv() else { return };
-        let mut stop = false;
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => batch.extend_from_slice(&line),
-                Message::Stop => {
-                    stop = true;
-                    break;
-                }
-            }
-            next = if batch.len() < BATCH_BYTES {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
+    let mut waiting = rx.recv().ok();
+    while let Some(first) = waiting {
+        let stop = gather(first, rx, &mut batch);
         let lost = dropped.load(Ordering::Relaxed);
         if lost != reported {
             let _ = writeln!(
@@ -133,6 +142,12 @@ fn write_out(rx: &Receiver<Message>, dropped: &AtomicU64) {
         if stop {
             return;
         }
+        std::thread::sleep(PACE);
+        waiting = match rx.try_recv() {
+            Ok(m) => Some(m),
+            // Nothing came meanwhile: idle again, sleep on the channel.
+            Err(_) => rx.recv().ok(),
+        };
     }
 }
 
