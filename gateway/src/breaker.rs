@@ -45,10 +45,10 @@ struct Instance {
     trips: u64,
 }
 
-/// The breakers of one `[breaker.NAME]` policy, one per upstream instance.
-#[derive(Debug)]
+/// The breakers of one `[breaker.NAME]` policy, one per upstream instance: state only; the
+/// policy's numbers come with every call from the configuration in use.
+#[derive(Debug, Default)]
 pub struct Breakers {
-    config: Mutex<Breaker>,
     instances: Mutex<HashMap<String, Instance>>,
 }
 
@@ -56,30 +56,9 @@ pub struct Breakers {
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 impl Breakers {
-    pub fn new(config: Breaker) -> Breakers {
-        Breakers {
-            config: Mutex::new(config),
-            instances: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes the policy's new numbers (a reload); states are kept.
-    pub fn update(&self, config: Breaker) {
-        if let Ok(mut c) = self.config.lock() {
-            *c = config;
-        }
-    }
-
-    fn config(&self) -> Option<Breaker> {
-        self.config.lock().ok().map(|c| *c)
-    }
-
     /// Whether a call may go to `instance` now: closed, or open long enough that a probe is due
     /// (or a probe that never reported back is overdue).
-    pub fn available(&self, instance: &str, now: Instant) -> bool {
-        let Some(config) = self.config() else {
-            return true;
-        };
+    pub fn available(&self, config: &Breaker, instance: &str, now: Instant) -> bool {
         let Ok(map) = self.instances.lock() else {
             return true;
         };
@@ -108,25 +87,30 @@ impl Breakers {
     }
 
     /// Records how a call on `instance` ended. Returns true when this call tripped the breaker.
-    pub fn record(&self, instance: &str, failed: bool, now: Instant) -> bool {
-        let Some(config) = self.config() else {
-            return false;
-        };
+    pub fn record(&self, config: &Breaker, instance: &str, failed: bool, now: Instant) -> bool {
         let Ok(mut map) = self.instances.lock() else {
             return false;
         };
-        if map.len() > 1_000 {
-            map.retain(|_, i| now.saturating_duration_since(i.window_start) < FORGET_AFTER);
+        if !map.contains_key(instance) {
+            if map.len() > 1_000 {
+                map.retain(|_, i| now.saturating_duration_since(i.window_start) < FORGET_AFTER);
+            }
+            map.insert(
+                instance.to_owned(),
+                Instance {
+                    state: State::Closed,
+                    consecutive: 0,
+                    window_start: now,
+                    calls: 0,
+                    failures: 0,
+                    since: now,
+                    trips: 0,
+                },
+            );
         }
-        let i = map.entry(instance.to_owned()).or_insert(Instance {
-            state: State::Closed,
-            consecutive: 0,
-            window_start: now,
-            calls: 0,
-            failures: 0,
-            since: now,
-            trips: 0,
-        });
+        let Some(i) = map.get_mut(instance) else {
+            return false;
+        };
         if now.saturating_duration_since(i.window_start) >= config.window {
             i.window_start = now;
             i.calls = 0;
@@ -257,41 +241,41 @@ mod tests {
 
     #[test]
     fn opens_after_consecutive_failures_then_one_probe_decides() {
-        let b = Breakers::new(policy());
+        let (b, p) = (Breakers::default(), policy());
         let t0 = Instant::now();
-        assert!(!b.record("a", true, t0));
-        assert!(!b.record("a", true, t0));
-        assert!(b.record("a", true, t0), "third failure in a row trips");
-        assert!(!b.available("a", t0));
-        assert!(b.available("b", t0), "other instances are not affected");
+        assert!(!b.record(&p, "a", true, t0));
+        assert!(!b.record(&p, "a", true, t0));
+        assert!(b.record(&p, "a", true, t0), "third failure in a row trips");
+        assert!(!b.available(&p, "a", t0));
+        assert!(b.available(&p, "b", t0), "other instances are not affected");
         assert_eq!(b.retry_after(&["a".into()], t0), 5);
         // After open_for, one probe: while it runs, nothing else goes there.
         let t1 = t0 + Duration::from_secs(5);
-        assert!(b.available("a", t1));
+        assert!(b.available(&p, "a", t1));
         b.begin("a", t1);
-        assert!(!b.available("a", t1));
+        assert!(!b.available(&p, "a", t1));
         // The probe fails: open again.
-        assert!(b.record("a", true, t1));
-        assert!(!b.available("a", t1 + Duration::from_secs(1)));
+        assert!(b.record(&p, "a", true, t1));
+        assert!(!b.available(&p, "a", t1 + Duration::from_secs(1)));
         // Next probe succeeds: closed.
         let t2 = t1 + Duration::from_secs(5);
         b.begin("a", t2);
-        b.record("a", false, t2);
-        assert!(b.available("a", t2));
+        b.record(&p, "a", false, t2);
+        assert!(b.available(&p, "a", t2));
         assert_eq!(b.states(), vec![("a".to_owned(), State::Closed, 2)]);
     }
 
     #[test]
     fn opens_on_a_failure_ratio_over_enough_calls() {
-        let b = Breakers::new(policy());
+        let (b, p) = (Breakers::default(), policy());
         let t0 = Instant::now();
         // Alternating: never 3 in a row, but 6 of 11 > 50 %.
         let mut tripped = false;
         for n in 0..11 {
-            tripped |= b.record("a", n % 2 == 0, t0);
+            tripped |= b.record(&p, "a", n % 2 == 0, t0);
         }
         assert!(tripped);
-        assert!(!b.available("a", t0));
+        assert!(!b.available(&p, "a", t0));
     }
 
     #[test]

@@ -19,13 +19,17 @@
 //!   the connection cap (the longest-idle connection closes);
 //! - [`tls`]: certificates into rustls.
 
+pub mod access;
 pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod conn;
 pub mod cors;
 pub mod limit;
+pub mod live;
+pub mod loaded;
 pub mod metrics;
+pub mod own;
 pub mod pipeline;
 pub mod reload;
 pub mod reply;

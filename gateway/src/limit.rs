@@ -2,10 +2,14 @@
 //! forgotten once idle long enough to be full again (a full bucket and no bucket behave the
 //! same), with a hard cap on buckets per policy so that memory stays bounded whatever the
 //! number of distinct clients.
+//!
+//! A [`Policy`] holds state only (the buckets); its numbers come with every call from the
+//! configuration in use, so a reload changes them without touching the buckets.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Limit;
@@ -39,30 +43,40 @@ struct Bucket {
     updated: Instant,
 }
 
+/// Whose bucket: what the policy's `key` picks out of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Ip(IpAddr),
+    User(i64),
+    Service(Arc<str>),
+    Route(Arc<str>),
+    Global,
+}
+
 #[derive(Debug)]
 struct Shard {
-    buckets: HashMap<String, Bucket>,
+    buckets: HashMap<Key, Bucket>,
     swept: Instant,
 }
 
 /// The buckets of one `[limit.NAME]`.
 #[derive(Debug)]
 pub struct Policy {
-    limit: Mutex<Limit>,
     shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     max_buckets: usize,
 }
 
-impl Policy {
-    pub fn new(limit: Limit) -> Policy {
-        Policy::with_capacity(limit, MAX_BUCKETS)
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::with_capacity(MAX_BUCKETS)
     }
+}
 
-    pub fn with_capacity(limit: Limit, max_buckets: usize) -> Policy {
+impl Policy {
+    pub fn with_capacity(max_buckets: usize) -> Policy {
         let now = Instant::now();
         Policy {
-            limit: Mutex::new(limit),
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
@@ -76,17 +90,6 @@ impl Policy {
         }
     }
 
-    /// Takes the policy's new numbers (a reload); buckets are kept.
-    pub fn update(&self, limit: Limit) {
-        if let Ok(mut l) = self.limit.lock() {
-            *l = limit;
-        }
-    }
-
-    pub fn limit(&self) -> Option<Limit> {
-        self.limit.lock().ok().map(|l| *l)
-    }
-
     /// Buckets held now (for tests and metrics).
     pub fn buckets(&self) -> usize {
         self.shards
@@ -95,14 +98,11 @@ impl Policy {
             .sum()
     }
 
-    /// Takes one token from `key`'s bucket.
-    pub fn take(&self, key: &str, now: Instant) -> Decision {
-        let Some(limit) = self.limit() else {
-            return Decision::open();
-        };
+    /// Takes one token from `key`'s bucket, as `limit` says buckets fill.
+    pub fn take(&self, limit: &Limit, key: Key, now: Instant) -> Decision {
         let burst = f64::from(limit.burst.max(1));
         let per_sec = f64::from(limit.rate.max(1)) / limit.per.as_secs_f64().max(1e-3);
-        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        let index = (self.hasher.hash_one(&key) as usize) % self.shards.len();
         let Ok(mut shard) = self.shards[index].lock() else {
             return Decision::open();
         };
@@ -124,7 +124,7 @@ impl Policy {
                 shard.buckets.remove(&oldest);
             }
         }
-        let bucket = shard.buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = shard.buckets.entry(key).or_insert(Bucket {
             tokens: burst,
             updated: now,
         });
@@ -177,44 +177,52 @@ mod tests {
         }
     }
 
+    fn ip(n: u32) -> Key {
+        Key::Ip(IpAddr::from(n.to_be_bytes()))
+    }
+
     #[test]
     fn a_burst_then_refusals_with_the_time_to_the_next_token() {
-        let p = Policy::new(limit(5, Duration::from_secs(60), 5));
+        let (p, l) = (Policy::default(), limit(5, Duration::from_secs(60), 5));
         let t0 = Instant::now();
         for left in (0..5).rev() {
-            let d = p.take("a", t0);
+            let d = p.take(&l, ip(1), t0);
             assert!(d.allowed);
             assert_eq!(d.remaining, left);
         }
-        let d = p.take("a", t0);
+        let d = p.take(&l, ip(1), t0);
         assert!(!d.allowed);
         // 5 per minute: one token every 12 s.
         assert_eq!(d.retry_after_secs, 12);
         assert_eq!(d.reset_secs, 60);
         // Another key has its own bucket.
-        assert!(p.take("b", t0).allowed);
+        assert!(p.take(&l, ip(2), t0).allowed);
+        assert!(p.take(&l, Key::User(1), t0).allowed, "a user is not an address");
         // 12 s later one token is back, and only one.
         let t1 = t0 + Duration::from_secs(12);
-        assert!(p.take("a", t1).allowed);
-        assert!(!p.take("a", t1).allowed);
+        assert!(p.take(&l, ip(1), t1).allowed);
+        assert!(!p.take(&l, ip(1), t1).allowed);
     }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let p = Policy::new(limit(3, Duration::from_secs(2), 1));
+        let (p, l) = (Policy::default(), limit(3, Duration::from_secs(2), 1));
         let t0 = Instant::now();
-        assert!(p.take("a", t0).allowed);
-        let d = p.take("a", t0);
+        assert!(p.take(&l, Key::Global, t0).allowed);
+        let d = p.take(&l, Key::Global, t0);
         // A token every 0.67 s: tell the client 1 s, never 0.
         assert_eq!((d.allowed, d.retry_after_secs), (false, 1));
     }
 
     #[test]
     fn idle_buckets_are_forgotten_and_the_count_stays_bounded() {
-        let p = Policy::with_capacity(limit(10, Duration::from_secs(1), 10), 3_200);
+        let (p, l) = (
+            Policy::with_capacity(3_200),
+            limit(10, Duration::from_secs(1), 10),
+        );
         let t0 = Instant::now();
         for i in 0..10_000 {
-            p.take(&format!("client-{i}"), t0);
+            p.take(&l, ip(i), t0);
         }
         assert!(p.buckets() <= 3_200, "{} buckets", p.buckets());
         // Full again after 1 s, and each shard sweeps at most every 10 s: 11 s later the first
@@ -222,7 +230,7 @@ mod tests {
         // the 16 shards (the chance that one is missed is about 1e-27).
         let later = t0 + Duration::from_secs(11);
         for i in 0..1_000 {
-            p.take(&format!("late-{i}"), later);
+            p.take(&l, Key::User(i), later);
         }
         assert_eq!(p.buckets(), 1_000);
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use shop_gateway::pipeline::Gateway;
+use shop_gateway::live::Gateway;
 
 const USAGE: &str = "\
 usage: gateway [--config PATH]         serve the routes in PATH (default ./gateway.toml);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::pipeline::{Cause, Gateway};
+use crate::live::{Cause, Gateway};
 
 /// How often the file's metadata is read.
 pub const POLL: Duration = Duration::from_millis(500);

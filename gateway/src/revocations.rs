@@ -10,7 +10,7 @@ use shop_auth::revoked::{self, Batch};
 use shop_proto::user::v1 as pb;
 use shop_proto::user::v1::user_service_client::UserServiceClient;
 
-use crate::pipeline::Gateway;
+use crate::live::Gateway;
 
 /// The deadline of one read of the feed.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Listener;
 use crate::conn::{self, Clock, Cut, Slots, Tracker};
-use crate::pipeline::Gateway;
+use crate::live::Gateway;
 
 /// How long requests in flight may take to finish once a stop is asked for.
 pub const DRAIN: Duration = Duration::from_secs(10);

@@ -22,7 +22,7 @@ use shop_discovery::consul::ConsulClient;
 use shop_discovery::watch::{self, WatchConfig};
 
 use crate::breaker::{Breakers, RetryBudget};
-use crate::config::{Config, Discovery};
+use crate::config::{Breaker, Config, Discovery};
 
 /// One upstream: its balancer and its retry budget.
 #[derive(Debug)]
@@ -103,6 +103,11 @@ impl Upstreams {
         self.map.get(name).map(|u| &**u)
     }
 
+    /// The upstream of that name, to hold (a route's plan does).
+    pub fn get_shared(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.map.get(name).cloned()
+    }
+
     /// `(name, healthy instances)` for each upstream.
     pub fn counts(&self) -> Vec<(String, usize)> {
         self.map
@@ -145,11 +150,12 @@ pub struct Outcome {
     pub retried: bool,
 }
 
-/// What guards a call: the breaker policy of its route and whether the route may run twice.
+/// What guards a call: the breaker policy of its route (numbers and states) and whether the
+/// route may run twice.
 pub struct Guard<'a> {
     /// The upstream's name, for logs.
     pub upstream: &'a str,
-    pub breakers: Option<&'a Breakers>,
+    pub breakers: Option<(&'a Breaker, &'a Breakers)>,
     pub idempotent: bool,
 }
 
@@ -214,7 +220,11 @@ pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: 
 /// An instance whose breaker lets calls through, avoiding `avoid` when another one exists.
 fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<Picked, Failure> {
     let now = Instant::now();
-    let allowed = |i: &Instance| guard.breakers.is_none_or(|b| b.available(&i.authority, now));
+    let allowed = |i: &Instance| {
+        guard
+            .breakers
+            .is_none_or(|(config, b)| b.available(config, &i.authority, now))
+    };
     match upstream.balancer.pick_where(avoid, allowed) {
         Ok(p) => Ok(p),
         Err(BalanceError::AllExcluded(_)) => {
@@ -225,7 +235,7 @@ fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<P
                 .map(|i| i.authority.clone())
                 .collect();
             Err(Failure::AllOpen {
-                retry_after_secs: guard.breakers.map(|b| b.retry_after(&all, now)).unwrap_or(1),
+                retry_after_secs: guard.breakers.map_or(1, |(_, b)| b.retry_after(&all, now)),
             })
         }
         Err(e) => Err(Failure::Call(e.into())),
@@ -239,7 +249,7 @@ async fn guarded_attempt(
     left: Duration,
     guard: &Guard<'_>,
 ) -> Result<DynamicMessage, CallError> {
-    let Some(breakers) = guard.breakers else {
+    let Some((config, breakers)) = guard.breakers else {
         return attempt(picked, call, left).await;
     };
     breakers.begin(picked.authority(), Instant::now());
@@ -248,7 +258,7 @@ async fn guarded_attempt(
         .as_ref()
         .err()
         .is_some_and(CallError::counts_against_instance);
-    if breakers.record(picked.authority(), failed, Instant::now()) {
+    if breakers.record(config, picked.authority(), failed, Instant::now()) {
         tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), "circuit breaker opened");
     }
     result

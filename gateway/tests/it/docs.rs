@@ -86,7 +86,10 @@ fn schema_keys() -> BTreeMap<String, Vec<String>> {
     let mut current: Option<(String, Vec<String>)> = None;
     for line in source.lines() {
         let line = line.trim();
-        if let Some(name) = line.strip_prefix("pub(super) struct Raw").and_then(|l| l.strip_suffix(" {")) {
+        if let Some(name) = line
+            .strip_prefix("pub(super) struct Raw")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
             current = Some((name.to_owned(), Vec::new()));
         } else if line == "}" {
             if let Some((name, fields)) = current.take() {

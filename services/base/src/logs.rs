@@ -10,9 +10,9 @@
 
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use tracing_subscriber::filter::Targets;
@@ -83,6 +83,53 @@ impl<'a> MakeWriter<'a> for Handoff {
             to: self,
         }
     }
+}
+
+/// Where [`emit`] sends lines: set by [`init`].
+static HANDOFF: OnceLock<Handoff> = OnceLock::new();
+
+/// Sends one line formatted elsewhere (the gateway's access log) to the writer thread, as the
+/// `tracing` events go: dropped (and counted) when the writer has fallen [`BACKLOG`] lines
+/// behind, dropped silently before [`init`]. `line` ends with a newline.
+pub fn emit(line: Vec<u8>) {
+    if let Some(h) = HANDOFF.get()
+        && h.tx.try_send(Message::Line(line)).is_err()
+    {
+        h.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Appends the time now as the log lines show it: RFC 3339, UTC, microseconds
+/// (`2026-11-29T15:10:37.158426Z`).
+pub fn timestamp(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil(i64::try_from(days).unwrap_or(0));
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        now.subsec_micros()
+    );
+}
+
+/// The calendar date of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// Writes pending lines out when dropped; hold it for the life of `main`.
@@ -168,11 +215,13 @@ pub fn init(directive: &str, targets: bool) -> Result<Guard, String> {
             .spawn(move || write_out(&rx, &dropped))
             .map_err(|e| format!("cannot start the log writer: {e}"))?
     };
+    let handoff = Handoff {
+        tx: tx.clone(),
+        dropped,
+    };
+    let _ = HANDOFF.set(handoff.clone());
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(Handoff {
-            tx: tx.clone(),
-            dropped,
-        })
+        .with_writer(handoff)
         .with_ansi(ansi)
         .with_target(targets);
     let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
@@ -185,6 +234,19 @@ pub fn init(directive: &str, targets: bool) -> Result<Guard, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_come_out_right() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(19_782), (2024, 2, 29));
+        assert_eq!(civil(20_786), (2026, 11, 29));
+        assert_eq!(civil(-1), (1969, 12, 31));
+        let mut out = Vec::new();
+        timestamp(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.len(), "2026-11-29T15:10:37.158426Z".len(), "{text}");
+        assert!(text.ends_with('Z') && text.as_bytes()[10] == b'T', "{text}");
+    }
 
     #[test]
     fn lines_arrive_whole_and_a_full_backlog_drops_instead_of_blocking() {
