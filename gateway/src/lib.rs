@@ -9,6 +9,7 @@
 //! - [`client`]: the client's address (behind trusted proxies) and address blocks;
 //! - [`metrics`]: counters and `/metrics` in the Prometheus text format;
 //! - [`upstream`]: balancers over Consul-watched or static instances, dynamic gRPC calls;
+//! - [`grpc`]: unary gRPC over HTTP/2 with `h2` directly, an instance's connections;
 //! - [`pipeline`]: one request from start to access log;
 //! - [`reply`]: the gateway's refusals and the one gRPC-to-HTTP status table;
 //! - [`cors`]: per-listener CORS (preflights and `Access-Control-*` headers);
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod cors;
+pub mod grpc;
 pub mod limit;
 pub mod live;
 pub mod loaded;

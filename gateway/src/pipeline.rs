@@ -15,7 +15,6 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use shop_discovery::CallError;
 use tonic::Status;
-use tonic::metadata::{MetadataMap, MetadataValue};
 
 use shop_auth::{Identity, Role};
 
@@ -160,7 +159,7 @@ impl Loaded {
         let call = Call {
             path: plan.grpc_path.clone(),
             output: plan.route.rpc.output(),
-            message,
+            body: crate::grpc::frame(&prost::Message::encode_to_vec(&message)),
             metadata,
         };
         let guard = Guard {
@@ -348,32 +347,28 @@ fn request_id(headers: &HeaderMap) -> String {
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// What the service gets besides the message: the request id, the client's token and its
-/// idempotency key. A token that is not valid metadata is left out (the service then refuses
+/// idempotency key. A token that is not valid header text is left out (the service then refuses
 /// its absence); an idempotency key is never dropped: one that is not 1 to 255 printable ASCII
 /// characters is refused here, because a retry that lost its key would create a second order.
-fn metadata(headers: &HeaderMap, request_id: &str) -> Result<MetadataMap, Refusal> {
-    let mut m = MetadataMap::new();
-    if let Ok(v) = MetadataValue::try_from(request_id) {
+fn metadata(headers: &HeaderMap, request_id: &str) -> Result<HeaderMap, Refusal> {
+    let mut m = HeaderMap::with_capacity(4);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         m.insert(REQUEST_ID, v);
     }
-    if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Ok(v) = MetadataValue::try_from(v)
+    if let Some(v) = headers.get(AUTHORIZATION)
+        && v.to_str().is_ok()
     {
-        m.insert(AUTHORIZATION.as_str(), v);
+        m.insert(AUTHORIZATION, v.clone());
     }
     if let Some(key) = headers.get(IDEMPOTENCY_KEY) {
         let bytes = key.as_bytes();
         let printable = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
-        let value = std::str::from_utf8(bytes)
-            .ok()
-            .filter(|_| printable && (1..=MAX_IDEMPOTENCY_KEY).contains(&bytes.len()))
-            .and_then(|v| MetadataValue::try_from(v).ok())
-            .ok_or_else(|| {
-                Refusal::BadRequest(format!(
-                    "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
-                ))
-            })?;
-        m.insert(IDEMPOTENCY_KEY, value);
+        if !printable || !(1..=MAX_IDEMPOTENCY_KEY).contains(&bytes.len()) {
+            return Err(Refusal::BadRequest(format!(
+                "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            )));
+        }
+        m.insert(IDEMPOTENCY_KEY, key.clone());
     }
     Ok(m)
 }

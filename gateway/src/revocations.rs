@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
+use http::uri::PathAndQuery;
 use shop_auth::revoked::{self, Batch};
 use shop_proto::user::v1 as pb;
-use shop_proto::user::v1::user_service_client::UserServiceClient;
 
+use crate::grpc;
 use crate::live::Gateway;
 
 /// The deadline of one read of the feed.
@@ -38,14 +40,21 @@ async fn fetch(gateway: &Gateway, after: i64) -> Result<Batch, String> {
     let upstream = loaded
         .upstream(name)
         .ok_or_else(|| format!("[auth] revocations names no upstream {name:?}"))?;
-    let answer = upstream
+    let picked = upstream
         .balancer
-        .call(FETCH_TIMEOUT, |channel, left| {
-            let mut req = tonic::Request::new(pb::ListRevocationsRequest { after });
-            req.set_timeout(left);
-            async move { UserServiceClient::new(channel).list_revocations(req).await }
-        })
-        .await
+        .pick(None)
         .map_err(|e| format!("upstream {name}: {e}"))?;
-    Ok(answer.into_inner().into())
+    let request = prost::Message::encode_to_vec(&pb::ListRevocationsRequest { after });
+    let reply = grpc::unary(
+        picked.conn(),
+        &PathAndQuery::from_static("/shop.user.v1.UserService/ListRevocations"),
+        &HeaderMap::new(),
+        grpc::frame(&request),
+        FETCH_TIMEOUT,
+    )
+    .await
+    .map_err(|e| format!("upstream {name}: {e}"))?;
+    let answer = <pb::ListRevocationsResponse as prost::Message>::decode(reply)
+        .map_err(|e| format!("upstream {name}: cannot decode the revocations: {e}"))?;
+    Ok(answer.into())
 }

@@ -1,6 +1,7 @@
 //! The gateway's side of gRPC: one balancer per `[upstream.*]` (fed by a Consul blocking-query
-//! watch or a static list, both from `shop-discovery`), and unary calls with messages known
-//! only by their descriptors (a codec for `DynamicMessage`).
+//! watch or a static list, both from `shop-discovery`), each instance with its own HTTP/2
+//! connections (`grpc`), and unary calls with messages known only by their descriptors: the
+//! request encoded once, the reply decoded as the route's output type.
 //!
 //! Nothing here asks Consul anything while a request waits: the watches run in the background
 //! and a call reads the latest healthy set the balancer holds.
@@ -9,12 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::HeaderMap;
 use http::uri::PathAndQuery;
-use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::metadata::MetadataMap;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use shop_discovery::CallError;
 use shop_discovery::balance::{BalanceError, Balancer, Instance, Picked};
@@ -23,11 +23,13 @@ use shop_discovery::watch::{self, WatchConfig};
 
 use crate::breaker::{Breakers, RetryBudget};
 use crate::config::{Breaker, Config, Discovery};
+use crate::grpc::{self, Connections};
 
-/// One upstream: its balancer and its retry budget.
+/// One upstream: its balancer (each instance with its own HTTP/2 connections) and its retry
+/// budget.
 #[derive(Debug)]
 pub struct Upstream {
-    pub balancer: Balancer,
+    pub balancer: Balancer<Arc<Connections>>,
     pub budget: RetryBudget,
 }
 
@@ -82,7 +84,7 @@ impl Upstreams {
             map.insert(
                 name.clone(),
                 Arc::new(Upstream {
-                    balancer: Balancer::new(service, u.balancer, endpoints),
+                    balancer: Balancer::with_connector(service, u.balancer, endpoints, Connections::lazy),
                     budget: RetryBudget::new(),
                 }),
             );
@@ -117,12 +119,13 @@ impl Upstreams {
     }
 }
 
-/// A unary call to make: the method, the message and the metadata to send with it.
+/// A unary call to make: the method, the request (encoded and framed once, for any retry),
+/// the reply's type, and the metadata to send with it.
 pub struct Call {
     pub path: PathAndQuery,
     pub output: MessageDescriptor,
-    pub message: DynamicMessage,
-    pub metadata: MetadataMap,
+    pub body: Bytes,
+    pub metadata: HeaderMap,
 }
 
 /// The gRPC path of a method: `/package.Service/Method`.
@@ -218,9 +221,13 @@ pub async fn unary(upstream: &Upstream, call: &Call, deadline: Duration, guard: 
 }
 
 /// An instance whose breaker lets calls through, avoiding `avoid` when another one exists.
-fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<Picked, Failure> {
+fn pick(
+    upstream: &Upstream,
+    avoid: Option<&str>,
+    guard: &Guard<'_>,
+) -> Result<Picked<Arc<Connections>>, Failure> {
     let now = Instant::now();
-    let allowed = |i: &Instance| {
+    let allowed = |i: &Instance<Arc<Connections>>| {
         guard
             .breakers
             .is_none_or(|(config, b)| b.available(config, &i.authority, now))
@@ -244,7 +251,7 @@ fn pick(upstream: &Upstream, avoid: Option<&str>, guard: &Guard<'_>) -> Result<P
 
 /// One attempt, told to the instance's breaker (by its address) before and after.
 async fn guarded_attempt(
-    picked: &Picked,
+    picked: &Picked<Arc<Connections>>,
     call: &Call,
     left: Duration,
     guard: &Guard<'_>,
@@ -264,77 +271,16 @@ async fn guarded_attempt(
     result
 }
 
-async fn attempt(picked: &Picked, call: &Call, left: Duration) -> Result<DynamicMessage, CallError> {
-    let mut grpc = tonic::client::Grpc::new(picked.channel());
-    let mut request = tonic::Request::new(call.message.clone());
-    *request.metadata_mut() = call.metadata.clone();
-    request.set_timeout(left);
-    let codec = DynamicCodec {
-        output: call.output.clone(),
-    };
-    let exchange = async {
-        grpc.ready().await.map_err(|e| Status::from_error(Box::new(e)))?;
-        grpc.unary(request, call.path.clone(), codec).await
-    };
-    let late = || CallError::Deadline {
-        instance: picked.authority().to_owned(),
-        after: left,
-    };
-    let started = Instant::now();
-    match tokio::time::timeout(left, exchange).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        // Past the deadline, whatever the error (tonic enforces `grpc-timeout` itself), it is
-        // the deadline.
-        Ok(Err(_)) if started.elapsed() >= left => Err(late()),
-        Ok(Err(status)) => Err(CallError::classify(status, picked.authority(), left)),
-        Err(_) => Err(late()),
-    }
-}
-
-/// Encodes any `DynamicMessage`; decodes replies as `output`.
-#[derive(Debug, Clone)]
-pub struct DynamicCodec {
-    pub output: MessageDescriptor,
-}
-
-impl Codec for DynamicCodec {
-    type Encode = DynamicMessage;
-    type Decode = DynamicMessage;
-    type Encoder = DynamicEncoder;
-    type Decoder = DynamicDecoder;
-
-    fn encoder(&mut self) -> DynamicEncoder {
-        DynamicEncoder
-    }
-
-    fn decoder(&mut self) -> DynamicDecoder {
-        DynamicDecoder(self.output.clone())
-    }
-}
-
-#[derive(Debug)]
-pub struct DynamicEncoder;
-
-impl Encoder for DynamicEncoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))
-    }
-}
-
-#[derive(Debug)]
-pub struct DynamicDecoder(MessageDescriptor);
-
-impl Decoder for DynamicDecoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
-        DynamicMessage::decode(self.0.clone(), src)
-            .map(Some)
-            .map_err(|e| Status::new(Code::Internal, format!("cannot decode the reply: {e}")))
-    }
+async fn attempt(
+    picked: &Picked<Arc<Connections>>,
+    call: &Call,
+    left: Duration,
+) -> Result<DynamicMessage, CallError> {
+    let reply = grpc::unary(picked.conn(), &call.path, &call.metadata, call.body.clone(), left).await?;
+    DynamicMessage::decode(call.output.clone(), reply).map_err(|e| {
+        CallError::Answered(Status::internal(format!(
+            "{}: cannot decode the reply: {e}",
+            picked.authority()
+        )))
+    })
 }

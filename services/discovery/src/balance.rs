@@ -55,16 +55,22 @@ pub enum BalanceError {
     BadAddress { service: String, authority: String },
 }
 
-/// One instance and its connection.
+/// One instance and its connection: a tonic [`Channel`] by default, or whatever the balancer's
+/// connector makes (the gateway's own HTTP/2 connections).
 #[derive(Debug)]
-pub struct Instance {
+pub struct Instance<C = Channel> {
     pub id: String,
     pub authority: String,
-    channel: Channel,
+    conn: C,
     in_flight: AtomicUsize,
 }
 
-impl Instance {
+impl<C> Instance<C> {
+    /// The connection to this instance.
+    pub fn conn(&self) -> &C {
+        &self.conn
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -72,13 +78,20 @@ impl Instance {
 
 /// A picked instance; counts as a call in flight until dropped.
 #[derive(Debug)]
-pub struct Picked {
-    instance: Arc<Instance>,
+pub struct Picked<C = Channel> {
+    instance: Arc<Instance<C>>,
 }
 
-impl Picked {
+impl Picked<Channel> {
     pub fn channel(&self) -> Channel {
-        self.instance.channel.clone()
+        self.instance.conn.clone()
+    }
+}
+
+impl<C> Picked<C> {
+    /// The connection to the picked instance.
+    pub fn conn(&self) -> &C {
+        &self.instance.conn
     }
     pub fn id(&self) -> &str {
         &self.instance.id
@@ -88,36 +101,55 @@ impl Picked {
     }
 }
 
-impl Drop for Picked {
+impl<C> Drop for Picked<C> {
     fn drop(&mut self) {
         self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
+#[derive(Debug)]
+struct State<C> {
     epoch: u64,
-    instances: Vec<Arc<Instance>>,
+    instances: Vec<Arc<Instance<C>>>,
 }
 
-/// Spreads calls to one service over its healthy instances.
+/// Spreads calls to one service over its healthy instances, one connection `C` each (a tonic
+/// [`Channel`] unless made [`Balancer::with_connector`]).
 #[derive(Debug)]
-pub struct Balancer {
+pub struct Balancer<C = Channel> {
     service: String,
     policy: Policy,
     endpoints: Endpoints,
-    state: Mutex<State>,
+    /// Makes the connection to a new instance (lazily: nothing is dialled yet).
+    connect: fn(&str) -> Option<C>,
+    state: Mutex<State<C>>,
     next: AtomicUsize,
     rng: Mutex<Rng>,
 }
 
-impl Balancer {
-    pub fn new(service: &str, policy: Policy, endpoints: Endpoints) -> Balancer {
+impl Balancer<Channel> {
+    pub fn new(service: &str, policy: Policy, endpoints: Endpoints) -> Balancer<Channel> {
+        Balancer::with_connector(service, policy, endpoints, connect_lazy)
+    }
+}
+
+impl<C> Balancer<C> {
+    /// A balancer whose instances' connections `connect` makes from `host:port`.
+    pub fn with_connector(
+        service: &str,
+        policy: Policy,
+        endpoints: Endpoints,
+        connect: fn(&str) -> Option<C>,
+    ) -> Balancer<C> {
         Balancer {
             service: service.to_owned(),
             policy,
             endpoints,
-            state: Mutex::new(State::default()),
+            connect,
+            state: Mutex::new(State {
+                epoch: 0,
+                instances: Vec::new(),
+            }),
             next: AtomicUsize::new(0),
             rng: Mutex::new(Rng::new()),
         }
@@ -128,11 +160,11 @@ impl Balancer {
     }
 
     /// The instances as the balancer sees them now (after syncing with discovery).
-    pub fn instances(&self) -> Vec<Arc<Instance>> {
+    pub fn instances(&self) -> Vec<Arc<Instance<C>>> {
         self.synced().instances.clone()
     }
 
-    fn synced(&self) -> std::sync::MutexGuard<'_, State> {
+    fn synced(&self) -> std::sync::MutexGuard<'_, State<C>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let set = self.endpoints.borrow().clone();
         if set.epoch != state.epoch {
@@ -147,11 +179,11 @@ impl Balancer {
                     next.push(Arc::clone(kept));
                     continue;
                 }
-                match connect_lazy(&authority) {
-                    Some(channel) => next.push(Arc::new(Instance {
+                match (self.connect)(&authority) {
+                    Some(conn) => next.push(Arc::new(Instance {
                         id: ep.id.clone(),
                         authority,
-                        channel,
+                        conn,
                         in_flight: AtomicUsize::new(0),
                     })),
                     None => {
@@ -167,7 +199,7 @@ impl Balancer {
     }
 
     /// Picks an instance, avoiding `avoid` (by id) when another one exists.
-    pub fn pick(&self, avoid: Option<&str>) -> Result<Picked, BalanceError> {
+    pub fn pick(&self, avoid: Option<&str>) -> Result<Picked<C>, BalanceError> {
         self.pick_where(avoid, |_| true)
     }
 
@@ -177,17 +209,17 @@ impl Balancer {
     pub fn pick_where(
         &self,
         avoid: Option<&str>,
-        allow: impl Fn(&Instance) -> bool,
-    ) -> Result<Picked, BalanceError> {
+        allow: impl Fn(&Instance<C>) -> bool,
+    ) -> Result<Picked<C>, BalanceError> {
         let state = self.synced();
         if state.instances.is_empty() {
             return Err(BalanceError::NoInstances(self.service.clone()));
         }
-        let allowed: Vec<&Arc<Instance>> = state.instances.iter().filter(|i| allow(i)).collect();
+        let allowed: Vec<&Arc<Instance<C>>> = state.instances.iter().filter(|i| allow(i)).collect();
         if allowed.is_empty() {
             return Err(BalanceError::AllExcluded(self.service.clone()));
         }
-        let candidates: Vec<&Arc<Instance>> = allowed
+        let candidates: Vec<&Arc<Instance<C>>> = allowed
             .iter()
             .copied()
             .filter(|i| avoid != Some(i.id.as_str()) || allowed.len() == 1)
@@ -206,7 +238,9 @@ impl Balancer {
             instance: Arc::clone(chosen),
         })
     }
+}
 
+impl Balancer<Channel> {
     /// Runs one call with a deadline. `call` gets a channel and the time left (to send as the
     /// request's `grpc-timeout`). When the first attempt was certainly not sent (see
     /// [`CallError`]), it runs once more on another instance within the same deadline.
@@ -240,7 +274,12 @@ impl Balancer {
         self.attempt(&second, left, &mut call).await
     }
 
-    async fn attempt<T, F, Fut>(&self, picked: &Picked, left: Duration, call: &mut F) -> Result<T, CallError>
+    async fn attempt<T, F, Fut>(
+        &self,
+        picked: &Picked<Channel>,
+        left: Duration,
+        call: &mut F,
+    ) -> Result<T, CallError>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,

@@ -60,6 +60,19 @@ impl CallError {
         }
     }
 
+    /// A failure of the HTTP/2 exchange itself, for callers that speak HTTP/2 directly (the
+    /// gateway): `sent` says whether the request's headers had gone out. Not sent, refused
+    /// (`REFUSED_STREAM`) or beyond the server's `GOAWAY`: nothing ran; anything else may have.
+    pub fn from_h2(error: &h2::Error, sent: bool, instance: &str) -> CallError {
+        let status = Status::unavailable(error.to_string());
+        let instance = instance.to_owned();
+        if !sent || matches!(h2_reach(error), Reach::NotSent) {
+            CallError::NotSent { instance, status }
+        } else {
+            CallError::Broken { instance, status }
+        }
+    }
+
     /// False only when the request certainly never reached the service.
     pub fn maybe_sent(&self) -> bool {
         !matches!(
@@ -127,6 +140,18 @@ enum Reach {
     NotSent,
     TimedOut,
     Maybe,
+}
+
+/// The server refused the stream before processing it, or announced with GOAWAY that it stops
+/// below this stream (gRPC's "transparent retry" cases): not sent. Otherwise it may have run.
+fn h2_reach(h2: &h2::Error) -> Reach {
+    let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+    let beyond_goaway = h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+    if refused || beyond_goaway {
+        Reach::NotSent
+    } else {
+        Reach::Maybe
+    }
 }
 
 /// How far a transport failure got, from the types in its chain.
