@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::Semaphore;
 
@@ -114,6 +115,12 @@ pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
          PRAGMA foreign_keys = ON;",
     )
     .map_err(open)?;
+    // Plans that do not depend on bound values. Without this SQLite 3.54 re-prepares a
+    // statement such as `WHERE order_id = ?1 ORDER BY product_id` on every new binding, which
+    // undoes the statement cache (a third of a point read's CPU). None of our queries needs a
+    // value-dependent plan: the LIKE searches start with `%` and partial indexes test literals.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(open)?;
     Ok(conn)
 }
 
@@ -465,5 +472,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 64);
+    }
+
+    #[test]
+    fn a_cached_statement_is_prepared_once_whatever_it_is_bound_to() {
+        let path = scratch("plans.db");
+        let mut conn = open_connection(&path).unwrap();
+        migrate(&mut conn, &path, &[V1, V2]).unwrap();
+        conn.execute_batch(
+            "CREATE INDEX notes_by_author ON notes (author, body);
+             INSERT INTO notes (body, author) VALUES ('a', 'x'), ('b', 'y'), ('c', 'x');",
+        )
+        .unwrap();
+        // The shape that SQLite would otherwise re-plan on every binding: an equality on an
+        // index's first column with ORDER BY its next one.
+        let sql = "SELECT body FROM notes WHERE author = ?1 ORDER BY body";
+        for author in ["x", "y", "x", "z", "y"] {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            let _: Vec<String> = stmt
+                .query_map([author], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+        }
     }
 }
