@@ -1,7 +1,7 @@
 //! Client-side balancing over a watched set of instances: one reused HTTP/2 connection (a tonic
 //! `Channel`) per instance, round robin or power-of-two-choices by calls in flight, and one retry
-//! on another instance when the first attempt was certainly not sent (see [`crate::call`]), so a
-//! retry cannot run a call twice.
+//! (on another instance when there is one) when the first attempt was certainly not sent (see
+//! [`crate::call`]), so a retry cannot run a call twice.
 //!
 //! The balancer reads the latest [`EndpointSet`](crate::watch::EndpointSet) at pick time and
 //! reconciles its instances when the epoch moved: instances that stay keep their connection, new
@@ -243,7 +243,8 @@ impl<C> Balancer<C> {
 impl Balancer<Channel> {
     /// Runs one call with a deadline. `call` gets a channel and the time left (to send as the
     /// request's `grpc-timeout`). When the first attempt was certainly not sent (see
-    /// [`CallError`]), it runs once more on another instance within the same deadline.
+    /// [`CallError`]), it runs once more within the same deadline, on another instance when
+    /// there is one.
     pub async fn call<T, F, Fut>(&self, deadline: Duration, mut call: F) -> Result<T, CallError>
     where
         F: FnMut(Channel, Duration) -> Fut,
@@ -259,16 +260,18 @@ impl Balancer<Channel> {
         if error.maybe_sent() || left.is_zero() {
             return Err(error);
         }
-        let second = match self.pick(Some(first.id())) {
-            Ok(p) if p.id() != first.id() => p,
-            _ => return Err(error),
+        // Another instance when there is one. With one, the same: nothing was sent, and the
+        // channel reconnects for the retry, so an instance that restarted is not refused for the
+        // connection it had before.
+        let Ok(second) = self.pick(Some(first.id())) else {
+            return Err(error);
         };
         tracing::warn!(
             service = %self.service,
             failed = %first.authority(),
             retry_on = %second.authority(),
             error = %error,
-            "call not sent; retrying once on another instance"
+            "call not sent; retrying once"
         );
         drop(first);
         self.attempt(&second, left, &mut call).await
@@ -408,6 +411,28 @@ mod tests {
             })
             .await;
         assert_eq!(result.unwrap(), "second instance answered");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_lone_instance_gets_the_retry_of_a_call_it_never_received() {
+        // The first attempt meets the connection of an instance that has since restarted.
+        let (_tx, rx) = watch::channel(set(1, &[("restarted", 1)]));
+        let b = Balancer::new("svc", Policy::RoundRobin, rx);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let result = b
+            .call(Duration::from_secs(5), |channel, _left| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        probe(channel).await
+                    } else {
+                        Ok("answered over a new connection")
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), "answered over a new connection");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 

@@ -3,20 +3,27 @@
 //! of failing, and versioned migrations embedded in the binary (tracked in `PRAGMA
 //! user_version`, so an old file upgrades on start and a newer one is refused).
 //!
-//! rusqlite is blocking. [`Db::call`] runs a closure on the blocking thread pool with a pooled
-//! connection, inside the caller's tracing span, so async workers never wait on the disk or on
-//! another writer. [`Db::read`] is for point reads (a row by its key): it runs at once on the
-//! calling thread with a read-only connection, because handing a read of a few microseconds to
-//! another thread and back costs several times the read (in WAL mode a reader never waits for
-//! a writer, and a read-only connection cannot take the write lock).
+//! rusqlite is blocking, so there are three ways in, each with its own connections:
+//! - [`Db::write`]: every change. Writes queue for one writer thread that commits them in
+//!   batches, one fsync per batch (group commit, see `writer.rs`), and answers each caller once
+//!   the batch is on disk.
+//! - [`Db::read`]: point reads (a row by its key). They run at once on the calling thread with
+//!   a read-only connection, because handing a read of a few microseconds to another thread and
+//!   back costs several times the read (in WAL mode a reader never waits for a writer).
+//! - [`Db::call`]: reads that scan (lists, searches, audits), on the blocking thread pool with a
+//!   read-only pooled connection, inside the caller's tracing span, so async workers never wait
+//!   on the disk.
+
+mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 /// How long a connection waits for another writer before SQLite reports "database is locked".
 /// Writes here are short transactions (milliseconds); five seconds absorbs bursts of hundreds of
@@ -62,6 +69,10 @@ pub enum DbError {
     Numbering(u32),
     #[error("the database task stopped unexpectedly: {0}")]
     Task(String),
+    /// The batch a write was part of did not commit (its own part had succeeded); nothing of
+    /// it was kept.
+    #[error("the write was not committed: {reason}")]
+    NotCommitted { busy: bool, reason: String },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -70,11 +81,14 @@ impl DbError {
     /// SQLite stayed locked past the busy timeout: a transient overload, worth a retry (services
     /// answer UNAVAILABLE), not a bug.
     pub fn is_busy(&self) -> bool {
-        matches!(
-            self,
-            DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            DbError::NotCommitted { busy, .. } => *busy,
+            _ => false,
+        }
     }
 }
 
@@ -168,7 +182,25 @@ pub fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> 
     Ok(applied)
 }
 
-/// A small pool of connections to one database file.
+/// Runs the write `f` in one immediate transaction on a connection of its own, committing when
+/// it succeeds: for command-line tools that change a database without a running service.
+pub fn in_transaction<T, E>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbError>,
+{
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| E::from(e.into()))?;
+    let out = f(&tx)?;
+    tx.commit().map_err(|e| E::from(e.into()))?;
+    Ok(out)
+}
+
+/// The connections to one database file: one writer, and read-only pools for point reads and
+/// for scans.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
@@ -176,10 +208,14 @@ pub struct Db {
 
 struct Inner {
     path: PathBuf,
+    /// Read-only connections for [`Db::call`], one per permit.
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     /// Read-only connections for [`Db::read`], taken without waiting.
     readers: Mutex<Vec<Connection>>,
+    /// The writer thread's queue; the thread ends when the last `Db` is dropped.
+    writes: mpsc::Sender<Box<dyn writer::Work>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Db {
@@ -190,44 +226,87 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// A connection that cannot write: reads never take the write lock by mistake.
+fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+    let conn = open_connection(path)?;
+    conn.execute_batch("PRAGMA query_only = ON;")
+        .map_err(|source| DbError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(conn)
+}
+
 impl Db {
-    /// Opens `size` connections (at least one) and as many read-only ones, and migrates the
-    /// schema.
+    /// Migrates the schema, starts the writer thread and opens `size` (at least one) read-only
+    /// connections for each of [`Db::read`] and [`Db::call`].
     pub fn open(path: &Path, migrations: &[Migration], size: usize) -> Result<Db, DbError> {
         let mut first = open_connection(path)?;
         migrate(&mut first, path, migrations)?;
-        let mut idle = vec![first];
+        let mut idle = Vec::new();
         let mut readers = Vec::new();
-        for _ in 1..size.max(1) {
-            idle.push(open_connection(path)?);
-        }
         for _ in 0..size.max(1) {
-            let conn = open_connection(path)?;
-            conn.execute_batch("PRAGMA query_only = ON;")
-                .map_err(|source| DbError::Open {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            readers.push(conn);
+            idle.push(open_read_only(path)?);
+            readers.push(open_read_only(path)?);
         }
+        let (writes, queue) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || writer::run(first, queue, counted))
+            .map_err(|e| DbError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Db {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 permits: Arc::new(Semaphore::new(idle.len())),
                 idle: Mutex::new(idle),
                 readers: Mutex::new(readers),
+                writes,
+                commits,
             }),
         })
+    }
+
+    /// Runs the write `f` in the next group commit and answers once it is on disk. `f` runs
+    /// inside a transaction (its own savepoint): it must not begin or commit one itself. When
+    /// `f` fails its changes are rolled back and the others' stand; when the batch cannot
+    /// commit, every write in it fails with [`DbError::NotCommitted`].
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let work = writer::Pending {
+            f: Some(f),
+            out: None,
+            reply: Some(reply),
+            span: tracing::Span::current(),
+        };
+        if self.inner.writes.send(Box::new(work)).is_err() {
+            return Err(E::from(DbError::Task("the writer thread has stopped".to_owned())));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(E::from(DbError::Task("the writer thread has stopped".to_owned()))))
+    }
+
+    /// Transactions the writer has committed (each holds one or more writes).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    /// Runs `f` with a connection on the blocking pool, in the current tracing span.
+    /// Runs the read `f` with a read-only connection on the blocking pool, in the current
+    /// tracing span. For reads that scan; changes go through [`Db::write`].
     pub async fn call<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
@@ -247,11 +326,11 @@ impl Db {
                 .ok_or_else(|| DbError::Task("no idle connection behind a permit".to_owned()))?;
             // Back to the pool however `f` ends, a panic included: a lost connection would leave
             // a permit with nothing behind it, failing every later call that drew it.
-            let mut conn = Lent {
+            let conn = Lent {
                 conn: Some(conn),
                 pool: &inner.idle,
             };
-            let out = match conn.conn.as_mut() {
+            let out = match conn.conn.as_ref() {
                 Some(c) => span.in_scope(|| f(c)),
                 None => return Err(DbError::Task("connection vanished".to_owned())),
             };
@@ -433,7 +512,7 @@ mod tests {
     async fn point_reads_run_in_place_and_cannot_write() {
         let path = scratch("read.db");
         let db = Db::open(&path, &[V1], 1).unwrap();
-        db.call(|c| Ok::<_, DbError>(c.execute("INSERT INTO notes (body) VALUES ('seen')", [])?))
+        db.write(|c| Ok::<_, DbError>(c.execute("INSERT INTO notes (body) VALUES ('seen')", [])?))
             .await
             .unwrap();
         let body: String = db
@@ -447,31 +526,77 @@ mod tests {
         assert!(write.is_err(), "a reader's connection is read-only");
     }
 
+    fn count(db: &Db) -> i64 {
+        let conn = open_connection(db.path()).unwrap();
+        conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_wait_instead_of_failing() {
-        let path = scratch("pool.db");
-        let db = Db::open(&path, &[V1], 4).unwrap();
+    async fn concurrent_writes_commit_together_and_a_failing_one_is_undone_alone() {
+        let path = scratch("group.db");
+        let db = Db::open(&path, &[V1], 2).unwrap();
         let mut tasks = Vec::new();
-        for i in 0..64 {
+        for i in 0..200 {
             let db = db.clone();
             tasks.push(tokio::spawn(async move {
-                db.call(move |conn| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    tx.execute("INSERT INTO notes (body) VALUES (?1)", [format!("n{i}")])?;
-                    tx.commit()?;
-                    Ok::<_, DbError>(())
+                db.write(move |c| {
+                    c.execute("INSERT INTO notes (body) VALUES (?1)", [format!("n{i}")])?;
+                    match i % 10 {
+                        // Wrote, then failed: its row must not survive.
+                        3 => Err(DbError::Task(format!("refused {i}"))),
+                        7 => panic!("a bug in write {i}"),
+                        _ => Ok(i),
+                    }
                 })
                 .await
             }));
         }
-        for t in tasks {
-            t.await.unwrap().unwrap();
+        let mut ok = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(n) => {
+                    assert_eq!(n, i);
+                    ok += 1;
+                }
+                Err(e) => assert!(matches!(e, DbError::Task(_)), "write {i}: {e}"),
+            }
         }
-        let n: i64 = db
-            .call(|conn| Ok::<_, DbError>(conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))?))
+        assert_eq!(ok, 160);
+        // Answered only after the commit: a new connection sees every kept row, and no other.
+        assert_eq!(count(&db), 160);
+        let conn = open_connection(&path).unwrap();
+        let stray: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM notes WHERE body IN ('n3', 'n7', 'n193', 'n197')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stray, 0);
+        assert!(
+            db.commits() < 200,
+            "200 queued writes took {} commits",
+            db.commits()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_cannot_open_its_own_transaction_and_the_writer_lives_on() {
+        let path = scratch("nested.db");
+        let db = Db::open(&path, &[V1], 1).unwrap();
+        let nested = db
+            .write(|c| Ok::<_, DbError>(c.execute_batch("BEGIN IMMEDIATE")?))
+            .await;
+        assert!(nested.is_err(), "a write runs inside the batch's transaction");
+        db.write(|c| Ok::<_, DbError>(c.execute("INSERT INTO notes (body) VALUES ('after')", [])?))
             .await
             .unwrap();
-        assert_eq!(n, 64);
+        assert_eq!(count(&db), 1);
+        let scan = db
+            .call(|c| Ok::<_, DbError>(c.execute("DELETE FROM notes", [])?))
+            .await;
+        assert!(scan.is_err(), "call's connections are read-only");
     }
 
     #[test]

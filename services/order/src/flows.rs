@@ -146,7 +146,7 @@ impl Orders {
         let inserted = {
             let (key, fingerprint, address) = (req.key.clone(), fingerprint.clone(), req.address.clone());
             self.db
-                .call(move |c| {
+                .write(move |c| {
                     store::insert_reserving(
                         c,
                         &NewOrder {
@@ -177,7 +177,7 @@ impl Orders {
         let by = who.user_id;
         if !self
             .db
-            .call(move |c| store::finish_reserving(c, id, by, now_millis()))
+            .write(move |c| store::finish_reserving(c, id, by, now_millis()))
             .await?
         {
             return Err(Error::Interrupted(id));
@@ -203,7 +203,7 @@ impl Orders {
         let reason = e.to_string();
         let failed = self
             .db
-            .call(move |c| store::fail_reserving(c, id, &reason, settlement, now_millis()))
+            .write(move |c| store::fail_reserving(c, id, &reason, settlement, now_millis()))
             .await;
         match failed {
             Ok(true) if settlement == Settlement::Owed => {
@@ -226,7 +226,7 @@ impl Orders {
             let (from, by) = (order.status, who.user_id);
             let moved = self
                 .db
-                .call(move |c| store::transition(c, id, from, to, by, now_millis()))
+                .write(move |c| store::transition(c, id, from, to, by, now_millis()))
                 .await?;
             if moved {
                 tracing::info!(
@@ -261,7 +261,7 @@ impl Orders {
     /// one. Safe to run any number of times, from anywhere: both calls are idempotent and the
     /// outcome is recorded only while the order still owes it.
     pub async fn settle(&self, id: i64, request_id: &str) -> Result<(), Error> {
-        let Some(owed) = self.db.call(move |c| store::owed(c, id)).await? else {
+        let Some(owed) = self.db.read(move |c| store::owed(c, id)).await? else {
             return Ok(());
         };
         let Some(units) = owed.status.units() else {
@@ -291,7 +291,7 @@ impl Orders {
             );
         }
         self.db
-            .call(move |c| store::settled(c, id, units, outcome, now_millis()))
+            .write(move |c| store::settled(c, id, units, outcome, now_millis()))
             .await?;
         Ok(())
     }

@@ -49,7 +49,7 @@ impl Orders {
             // First the order (guarded: a create that finished meanwhile wins), then the units.
             let failed = self
                 .db
-                .call(move |c| {
+                .write(move |c| {
                     store::fail_reserving(
                         c,
                         id,

@@ -18,7 +18,7 @@
 //! idempotency key back, so a retry with the same key is served anew.
 
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use shop_kit::db::Migration;
 
 use crate::domain::{Change, Order, OrderStatus, PricedLine, Units};
@@ -166,49 +166,54 @@ pub struct NewOrder<'a> {
 }
 
 /// Step 1 of a create: the order in `reserving`, with its priced lines.
-pub fn insert_reserving(conn: &mut Connection, new: &NewOrder<'_>) -> Result<Inserted, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// Runs inside a [`shop_kit::db::Db::write`], like every function here that changes rows.
+pub fn insert_reserving(conn: &Connection, new: &NewOrder<'_>) -> Result<Inserted, Error> {
     if let Some(key) = new.key {
-        if let Some(existing) = find_keyed(&tx, new.user_id, key, new.key_since)? {
+        if let Some(existing) = find_keyed(conn, new.user_id, key, new.key_since)? {
             return Ok(Inserted::Existing(existing));
         }
         // A key older than the window may be used again.
-        tx.execute(
+        conn.prepare_cached(
             "UPDATE orders SET idempotency_key = NULL WHERE user_id = ?1 AND idempotency_key = ?2",
-            params![new.user_id, key],
-        )?;
+        )?
+        .execute(params![new.user_id, key])?;
     }
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO orders (user_id, status, settlement, total_cents, shipping_address, idempotency_key, fingerprint,
                              created_at, updated_at)
          VALUES (?1, 'reserving', 'owed', ?2, ?3, ?4, ?5, ?6, ?6)",
-        params![new.user_id, new.total_cents, new.address, new.key, new.fingerprint, new.now],
+    )?
+    .execute(params![new.user_id, new.total_cents, new.address, new.key, new.fingerprint, new.now])?;
+    let id = conn.last_insert_rowid();
+    let mut item = conn.prepare_cached(
+        "INSERT INTO order_items (order_id, product_id, product_name, unit_price_cents, quantity, line_total_cents)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    let id = tx.last_insert_rowid();
     for l in new.lines {
-        tx.execute(
-            "INSERT INTO order_items (order_id, product_id, product_name, unit_price_cents, quantity, line_total_cents)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, l.product_id, l.product_name, l.unit_price_cents, l.quantity, l.line_total_cents],
-        )?;
+        item.execute(params![
+            id,
+            l.product_id,
+            l.product_name,
+            l.unit_price_cents,
+            l.quantity,
+            l.line_total_cents
+        ])?;
     }
-    tx.commit()?;
     Ok(Inserted::New(id))
 }
 
 /// Step 3 of a create: `reserving` -> `pending`, its units held. False when the order is no
 /// longer reserving (recovery failed it first).
-pub fn finish_reserving(conn: &mut Connection, id: i64, by: i64, now: i64) -> Result<bool, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx.execute(
-        "UPDATE orders SET status = 'pending', settlement = 'done', updated_at = ?2
-         WHERE id = ?1 AND status = 'reserving'",
-        params![id, now],
-    )?;
+pub fn finish_reserving(conn: &Connection, id: i64, by: i64, now: i64) -> Result<bool, Error> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE orders SET status = 'pending', settlement = 'done', updated_at = ?2
+             WHERE id = ?1 AND status = 'reserving'",
+        )?
+        .execute(params![id, now])?;
     if n == 1 {
-        record(&tx, id, OrderStatus::Pending, by, now)?;
+        record(conn, id, OrderStatus::Pending, by, now)?;
     }
-    tx.commit()?;
     Ok(n == 1)
 }
 
@@ -231,10 +236,10 @@ pub fn fail_reserving(
 }
 
 fn record(conn: &Connection, id: i64, status: OrderStatus, by: i64, now: i64) -> Result<(), Error> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO order_history (order_id, status, changed_at, changed_by) VALUES (?1, ?2, ?3, ?4)",
-        params![id, status.as_str(), now, by],
-    )?;
+    )?
+    .execute(params![id, status.as_str(), now, by])?;
     Ok(())
 }
 
@@ -242,7 +247,7 @@ fn record(conn: &Connection, id: i64, status: OrderStatus, by: i64, now: i64) ->
 /// move changes what the product service must do with the units, the settlement becomes owed
 /// in the same transaction. Returns false when someone else moved the order first.
 pub fn transition(
-    conn: &mut Connection,
+    conn: &Connection,
     id: i64,
     from: OrderStatus,
     to: OrderStatus,
@@ -250,17 +255,16 @@ pub fn transition(
     now: i64,
 ) -> Result<bool, Error> {
     let owes = from.units() != to.units();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx.execute(
-        "UPDATE orders SET status = ?3, updated_at = ?4,
-             settlement = CASE WHEN ?5 THEN 'owed' ELSE settlement END
-         WHERE id = ?1 AND status = ?2",
-        params![id, from.as_str(), to.as_str(), now, owes],
-    )?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE orders SET status = ?3, updated_at = ?4,
+                 settlement = CASE WHEN ?5 THEN 'owed' ELSE settlement END
+             WHERE id = ?1 AND status = ?2",
+        )?
+        .execute(params![id, from.as_str(), to.as_str(), now, owes])?;
     if n == 1 {
-        record(&tx, id, to, by, now)?;
+        record(conn, id, to, by, now)?;
     }
-    tx.commit()?;
     Ok(n == 1)
 }
 

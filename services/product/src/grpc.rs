@@ -78,7 +78,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         let new = domain::check_new(&r.name, &r.description, r.price_cents, r.stock, &r.category)?;
         let product = self
             .db
-            .call(move |c| store::create(c, &new, now_millis()))
+            .write(move |c| store::create(c, &new, now_millis()))
             .await?;
         tracing::info!(
             product_id = product.id,
@@ -153,7 +153,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         }
         let product = self
             .db
-            .call(move |c| store::update(c, id, &changes, now_millis()))
+            .write(move |c| store::update(c, id, &changes, now_millis()))
             .await?;
         tracing::info!(product_id = id, by = who.user_id, "product updated");
         Ok(Response::new(to_pb(product)))
@@ -164,7 +164,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         let id = domain::check_id("id", req.get_ref().id)?;
         if !self
             .db
-            .call(move |c| store::soft_delete(c, id, now_millis()))
+            .write(move |c| store::soft_delete(c, id, now_millis()))
             .await?
         {
             return Err(Error::NotFound(id).into());
@@ -226,7 +226,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         domain::check_lines(&lines)?;
         let reserved = self
             .db
-            .call(move |c| store::reserve(c, order_id, &lines, now_millis()))
+            .write(move |c| store::reserve(c, order_id, &lines, now_millis()))
             .await?;
         if reserved.replayed {
             tracing::info!(order_id, "reservation replayed; nothing more taken");
@@ -248,7 +248,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         let order_id = domain::check_id("order_id", req.get_ref().order_id)?;
         let released = self
             .db
-            .call(move |c| store::release(c, order_id, now_millis()))
+            .write(move |c| store::release(c, order_id, now_millis()))
             .await?;
         let (outcome, items) = match released {
             Released::Now(lines) => ("released", lines_to_pb(lines)),
@@ -271,7 +271,7 @@ impl pb::product_service_server::ProductService for ProductApi {
         let order_id = domain::check_id("order_id", req.get_ref().order_id)?;
         let changed = self
             .db
-            .call(move |c| store::commit(c, order_id, now_millis()))
+            .write(move |c| store::commit(c, order_id, now_millis()))
             .await?;
         let outcome = if changed { "committed" } else { "already_committed" };
         tracing::info!(order_id, outcome, "commit");

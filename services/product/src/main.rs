@@ -76,7 +76,8 @@ fn open(config: &Config) -> Result<rusqlite::Connection, String> {
 
 fn run_seed(config: &Config) -> Result<ExitCode, String> {
     let mut conn = open(config)?;
-    let done = seed::seed(&mut conn, shop_kit::clock::now_millis()).map_err(|e| e.to_string())?;
+    let now = shop_kit::clock::now_millis();
+    let done = shop_kit::db::in_transaction(&mut conn, |c| seed::seed(c, now)).map_err(|e| e.to_string())?;
     println!(
         "seeded {} products into {} ({} already there)",
         done.created,

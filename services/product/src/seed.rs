@@ -369,8 +369,9 @@ pub struct Seeded {
     pub skipped: usize,
 }
 
-/// Inserts every catalogue product whose name is not already there.
-pub fn seed(conn: &mut Connection, now: i64) -> Result<Seeded, Error> {
+/// Inserts every catalogue product whose name is not already there. Run it in a transaction
+/// (`shop_kit::db::in_transaction`): all of the catalogue or none.
+pub fn seed(conn: &Connection, now: i64) -> Result<Seeded, Error> {
     let mut out = Seeded {
         created: 0,
         skipped: 0,

@@ -12,9 +12,7 @@
 //! ```
 
 use rusqlite::types::Value as Sql;
-use rusqlite::{
-    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params, params_from_iter,
-};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use shop_kit::db::Migration;
 
 use crate::domain::{Changes, Line, ListQuery, NewProduct, Product, Search, Sort, fts_query, like_pattern};
@@ -112,28 +110,23 @@ fn product_from_row(r: &Row<'_>) -> rusqlite::Result<Product> {
     })
 }
 
-fn immediate(conn: &mut Connection) -> Result<Transaction<'_>, Error> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
-}
-
 fn record_move(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     product_id: i64,
     delta: i64,
     reason: &str,
     order_id: Option<i64>,
     now: i64,
 ) -> Result<(), Error> {
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO stock_moves (product_id, delta, reason, order_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![product_id, delta, reason, order_id, now],
-    )?;
+    )?
+    .execute(params![product_id, delta, reason, order_id, now])?;
     Ok(())
 }
 
-pub fn create(conn: &mut Connection, new: &NewProduct, now: i64) -> Result<Product, Error> {
-    let tx = immediate(conn)?;
-    let product = tx.query_row(
+pub fn create(conn: &Connection, new: &NewProduct, now: i64) -> Result<Product, Error> {
+    let product = conn.query_row(
         &format!(
             "INSERT INTO products (name, description, price_cents, stock, category, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {RETURNING}"
@@ -148,8 +141,7 @@ pub fn create(conn: &mut Connection, new: &NewProduct, now: i64) -> Result<Produ
         ],
         product_from_row,
     )?;
-    record_move(&tx, product.id, new.stock, "create", None, now)?;
-    tx.commit()?;
+    record_move(conn, product.id, new.stock, "create", None, now)?;
     Ok(product)
 }
 
@@ -227,10 +219,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<(Vec<Product>, i64), Err
     Ok((products, total))
 }
 
-pub fn update(conn: &mut Connection, id: i64, c: &Changes, now: i64) -> Result<Product, Error> {
-    let tx = immediate(conn)?;
-    let before = get(&tx, id)?.ok_or(Error::NotFound(id))?;
-    let product = tx.query_row(
+pub fn update(conn: &Connection, id: i64, c: &Changes, now: i64) -> Result<Product, Error> {
+    let before = get(conn, id)?.ok_or(Error::NotFound(id))?;
+    let product = conn.query_row(
         &format!(
             "UPDATE products SET
                 name = coalesce(?2, name),
@@ -245,9 +236,8 @@ pub fn update(conn: &mut Connection, id: i64, c: &Changes, now: i64) -> Result<P
         product_from_row,
     )?;
     if product.stock != before.stock {
-        record_move(&tx, id, product.stock - before.stock, "admin_set", None, now)?;
+        record_move(conn, id, product.stock - before.stock, "admin_set", None, now)?;
     }
-    tx.commit()?;
     Ok(product)
 }
 
@@ -278,18 +268,15 @@ pub struct Reserved {
     pub replayed: bool,
 }
 
-fn reservation_state(tx: &Connection, order_id: i64) -> Result<Option<String>, Error> {
-    Ok(tx
-        .query_row(
-            "SELECT state FROM reservations WHERE order_id = ?1",
-            [order_id],
-            |r| r.get(0),
-        )
+fn reservation_state(conn: &Connection, order_id: i64) -> Result<Option<String>, Error> {
+    Ok(conn
+        .prepare_cached("SELECT state FROM reservations WHERE order_id = ?1")?
+        .query_row([order_id], |r| r.get(0))
         .optional()?)
 }
 
-fn reservation_lines(tx: &Connection, order_id: i64) -> Result<Vec<Line>, Error> {
-    let mut stmt = tx.prepare_cached(
+fn reservation_lines(conn: &Connection, order_id: i64) -> Result<Vec<Line>, Error> {
+    let mut stmt = conn.prepare_cached(
         "SELECT product_id, quantity FROM reservation_items WHERE order_id = ?1 ORDER BY product_id",
     )?;
     let lines = stmt
@@ -305,11 +292,10 @@ fn reservation_lines(tx: &Connection, order_id: i64) -> Result<Vec<Line>, Error>
 
 /// Takes the units of a whole order out of stock, or nothing. Idempotent per order id: a repeat
 /// with the same lines answers the first result and takes nothing more.
-pub fn reserve(conn: &mut Connection, order_id: i64, lines: &[Line], now: i64) -> Result<Reserved, Error> {
-    let tx = immediate(conn)?;
+pub fn reserve(conn: &Connection, order_id: i64, lines: &[Line], now: i64) -> Result<Reserved, Error> {
     let mut asked = lines.to_vec();
     asked.sort_by_key(|l| l.product_id);
-    match reservation_state(&tx, order_id)?.as_deref() {
+    match reservation_state(conn, order_id)?.as_deref() {
         None => {}
         Some("released") => {
             return Err(Error::Reservation(format!(
@@ -317,7 +303,7 @@ pub fn reserve(conn: &mut Connection, order_id: i64, lines: &[Line], now: i64) -
             )));
         }
         Some(_) => {
-            let held = reservation_lines(&tx, order_id)?;
+            let held = reservation_lines(conn, order_id)?;
             if held != asked {
                 return Err(Error::Reservation(format!(
                     "order {order_id} already holds a different reservation"
@@ -332,12 +318,9 @@ pub fn reserve(conn: &mut Connection, order_id: i64, lines: &[Line], now: i64) -
     // Check every line first (in the caller's order, so the first short product is named), then
     // write: all or nothing.
     for line in lines {
-        let row: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT name, stock FROM products WHERE id = ?1 AND deleted_at IS NULL",
-                [line.product_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT name, stock FROM products WHERE id = ?1 AND deleted_at IS NULL")?
+            .query_row([line.product_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let (name, stock) = row.ok_or(Error::UnknownProduct(line.product_id))?;
         if stock < line.quantity {
@@ -349,21 +332,20 @@ pub fn reserve(conn: &mut Connection, order_id: i64, lines: &[Line], now: i64) -
             });
         }
     }
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO reservations (order_id, state, created_at, updated_at) VALUES (?1, 'held', ?2, ?2)",
-        params![order_id, now],
+    )?
+    .execute(params![order_id, now])?;
+    let mut take =
+        conn.prepare_cached("UPDATE products SET stock = stock - ?2, updated_at = ?3 WHERE id = ?1")?;
+    let mut hold = conn.prepare_cached(
+        "INSERT INTO reservation_items (order_id, product_id, quantity) VALUES (?1, ?2, ?3)",
     )?;
     for line in &asked {
-        tx.execute(
-            "UPDATE products SET stock = stock - ?2, updated_at = ?3 WHERE id = ?1",
-            params![line.product_id, line.quantity, now],
-        )?;
-        tx.execute(
-            "INSERT INTO reservation_items (order_id, product_id, quantity) VALUES (?1, ?2, ?3)",
-            params![order_id, line.product_id, line.quantity],
-        )?;
+        take.execute(params![line.product_id, line.quantity, now])?;
+        hold.execute(params![order_id, line.product_id, line.quantity])?;
         record_move(
-            &tx,
+            conn,
             line.product_id,
             -line.quantity,
             "reserve",
@@ -371,7 +353,6 @@ pub fn reserve(conn: &mut Connection, order_id: i64, lines: &[Line], now: i64) -
             now,
         )?;
     }
-    tx.commit()?;
     Ok(Reserved {
         lines: asked,
         replayed: false,
@@ -389,11 +370,10 @@ pub enum Released {
 }
 
 /// Returns exactly the units held for an order. Idempotent.
-pub fn release(conn: &mut Connection, order_id: i64, now: i64) -> Result<Released, Error> {
-    let tx = immediate(conn)?;
-    let outcome = match reservation_state(&tx, order_id)?.as_deref() {
+pub fn release(conn: &Connection, order_id: i64, now: i64) -> Result<Released, Error> {
+    let outcome = match reservation_state(conn, order_id)?.as_deref() {
         None => {
-            tx.execute(
+            conn.execute(
                 "INSERT INTO reservations (order_id, state, created_at, updated_at) VALUES (?1, 'released', ?2, ?2)",
                 params![order_id, now],
             )?;
@@ -406,14 +386,14 @@ pub fn release(conn: &mut Connection, order_id: i64, now: i64) -> Result<Release
             )));
         }
         Some(_) => {
-            let lines = reservation_lines(&tx, order_id)?;
+            let lines = reservation_lines(conn, order_id)?;
             for line in &lines {
-                tx.execute(
+                conn.execute(
                     "UPDATE products SET stock = stock + ?2, updated_at = ?3 WHERE id = ?1",
                     params![line.product_id, line.quantity, now],
                 )?;
                 record_move(
-                    &tx,
+                    conn,
                     line.product_id,
                     line.quantity,
                     "release",
@@ -421,24 +401,22 @@ pub fn release(conn: &mut Connection, order_id: i64, now: i64) -> Result<Release
                     now,
                 )?;
             }
-            tx.execute(
+            conn.execute(
                 "UPDATE reservations SET state = 'released', updated_at = ?2 WHERE order_id = ?1",
                 params![order_id, now],
             )?;
             Released::Now(lines)
         }
     };
-    tx.commit()?;
     Ok(outcome)
 }
 
 /// Marks a held reservation as sold for good (the order shipped). True when it changed now,
 /// false when it was already committed.
-pub fn commit(conn: &mut Connection, order_id: i64, now: i64) -> Result<bool, Error> {
-    let tx = immediate(conn)?;
-    let changed = match reservation_state(&tx, order_id)?.as_deref() {
+pub fn commit(conn: &Connection, order_id: i64, now: i64) -> Result<bool, Error> {
+    let changed = match reservation_state(conn, order_id)?.as_deref() {
         Some("held") => {
-            tx.execute(
+            conn.execute(
                 "UPDATE reservations SET state = 'committed', updated_at = ?2 WHERE order_id = ?1",
                 params![order_id, now],
             )?;
@@ -452,7 +430,6 @@ pub fn commit(conn: &mut Connection, order_id: i64, now: i64) -> Result<bool, Er
         }
         None => return Err(Error::Reservation(format!("order {order_id} has no reservation"))),
     };
-    tx.commit()?;
     Ok(changed)
 }
 

@@ -114,7 +114,7 @@ impl UserApi {
         let caller = who.user_id;
         let taken = self
             .db
-            .call(move |c| store::take_password_change(c, caller, now_millis()))
+            .write(move |c| store::take_password_change(c, caller, now_millis()))
             .await?;
         if let Err(retry_after_ms) = taken {
             tracing::info!(
@@ -154,7 +154,7 @@ impl pb::user_service_server::UserService for UserApi {
         let hash = self.hasher.hash(r.password).await?;
         let user = self
             .db
-            .call(move |c| store::insert(c, &new, &hash, Role::Customer, now_millis()))
+            .write(move |c| store::insert(c, &new, &hash, Role::Customer, now_millis()))
             .await?;
         tracing::info!(user_id = user.id, username = %user.username, "registered");
         Ok(Response::new(to_pb(user)))
@@ -232,7 +232,7 @@ impl pb::user_service_server::UserService for UserApi {
         }
         let user = self
             .db
-            .call(move |c| store::update(c, id, &changes, now_millis()))
+            .write(move |c| store::update(c, id, &changes, now_millis()))
             .await?;
         tracing::info!(user_id = id, by = who.user_id, "updated");
         Ok(Response::new(to_pb(user)))
@@ -243,7 +243,7 @@ impl pb::user_service_server::UserService for UserApi {
         let who = self.caller_for(&req, id)?;
         let deleted = self
             .db
-            .call(move |c| store::soft_delete(c, id, now_millis()))
+            .write(move |c| store::soft_delete(c, id, now_millis()))
             .await?;
         // Its tokens are revoked in the same transaction; verifiers learn it from the feed.
         if !deleted {

@@ -133,7 +133,7 @@ pub async fn seed_admin(db: &Db, hasher: &password::Hasher, seed: AdminSeed) -> 
         .await
         .map_err(|e| RunError::Setup(e.to_string()))?;
     let outcome = db
-        .call(move |c| store::ensure_admin(c, &new, &hash, shop_kit::clock::now_millis()))
+        .write(move |c| store::ensure_admin(c, &new, &hash, shop_kit::clock::now_millis()))
         .await
         .map_err(|e| RunError::Setup(format!("admin account: {e}")))?;
     match outcome {

@@ -176,7 +176,10 @@ fn set_role(config: &Config, flags: &Flags) -> Result<(), String> {
     shop_kit::db::migrate(&mut conn, &config.db_path(), user_service::store::MIGRATIONS)
         .map_err(|e| e.to_string())?;
     let now = shop_kit::clock::now_millis();
-    match user_service::store::set_role(&mut conn, &username, role, now).map_err(|e| e.to_string())? {
+    let changed = shop_kit::db::in_transaction(&mut conn, |c| {
+        user_service::store::set_role(c, &username, role, now)
+    });
+    match changed.map_err(|e| e.to_string())? {
         user_service::store::RoleChange::Changed { id, token_version } => {
             eprintln!(
                 "user {id} ({username}) is now {role}; tokens issued before (version < {token_version}) are revoked"

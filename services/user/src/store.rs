@@ -2,7 +2,7 @@
 //! `shop_kit::db::Db::call`); read-modify-write steps use immediate transactions so concurrent
 //! registrations cannot both take a name.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use shop_auth::Role;
 use shop_kit::db::Migration;
 
@@ -101,15 +101,14 @@ fn taken(conn: &Connection, column: &'static str, value: &str, except_id: i64) -
 }
 
 /// Inserts a user; `Error::Taken` names the field already in use.
-pub fn insert(conn: &mut Connection, new: &NewUser, hash: &str, role: Role, now: i64) -> Result<User, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if taken(&tx, "username", &new.username, 0)? {
+pub fn insert(conn: &Connection, new: &NewUser, hash: &str, role: Role, now: i64) -> Result<User, Error> {
+    if taken(conn, "username", &new.username, 0)? {
         return Err(Error::Taken("username"));
     }
-    if taken(&tx, "email", &new.email, 0)? {
+    if taken(conn, "email", &new.email, 0)? {
         return Err(Error::Taken("email"));
     }
-    let user = tx.query_row(
+    let user = conn.query_row(
         &format!(
             "INSERT INTO users (username, email, password_hash, full_name, role, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {COLUMNS}"
@@ -117,7 +116,6 @@ pub fn insert(conn: &mut Connection, new: &NewUser, hash: &str, role: Role, now:
         params![new.username, new.email, hash, new.full_name, role.as_str(), now],
         user_from_row,
     )?;
-    tx.commit()?;
     Ok(user)
 }
 
@@ -159,17 +157,16 @@ pub fn password_hash(conn: &Connection, id: i64) -> Result<Option<String>, Error
     Ok(stmt.query_row([id], |r| r.get(0)).optional()?)
 }
 
-pub fn update(conn: &mut Connection, id: i64, changes: &Changes, now: i64) -> Result<User, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if get(&tx, id)?.is_none() {
+pub fn update(conn: &Connection, id: i64, changes: &Changes, now: i64) -> Result<User, Error> {
+    if get(conn, id)?.is_none() {
         return Err(Error::NotFound);
     }
     if let Some(email) = &changes.email
-        && taken(&tx, "email", email, id)?
+        && taken(conn, "email", email, id)?
     {
         return Err(Error::Taken("email"));
     }
-    let user = tx.query_row(
+    let user = conn.query_row(
         &format!(
             "UPDATE users SET
                 email = coalesce(?2, email),
@@ -181,7 +178,6 @@ pub fn update(conn: &mut Connection, id: i64, changes: &Changes, now: i64) -> Re
         params![id, changes.email, changes.full_name, changes.password_hash, now],
         user_from_row,
     )?;
-    tx.commit()?;
     Ok(user)
 }
 
@@ -216,16 +212,14 @@ fn revoke(conn: &Connection, user_id: i64, valid_from: u64, why: Revoked, now: i
 
 /// Marks the account deleted and revokes every token it has, in one transaction; false when it
 /// was not live.
-pub fn soft_delete(conn: &mut Connection, id: i64, now: i64) -> Result<bool, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx.execute(
+pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<bool, Error> {
+    let n = conn.execute(
         "UPDATE users SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
         params![id, now],
     )?;
     if n == 1 {
-        revoke(&tx, id, shop_auth::revoked::ALL_TOKENS, Revoked::Deleted, now)?;
+        revoke(conn, id, shop_auth::revoked::ALL_TOKENS, Revoked::Deleted, now)?;
     }
-    tx.commit()?;
     Ok(n == 1)
 }
 
@@ -245,9 +239,8 @@ pub enum RoleChange {
 
 /// Gives a live account (by username) another role, raising its token version and revoking its
 /// older tokens in the same transaction.
-pub fn set_role(conn: &mut Connection, username: &str, role: Role, now: i64) -> Result<RoleChange, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: Option<(i64, String)> = tx
+pub fn set_role(conn: &Connection, username: &str, role: Role, now: i64) -> Result<RoleChange, Error> {
+    let found: Option<(i64, String)> = conn
         .query_row(
             "SELECT id, role FROM users WHERE username = ?1 COLLATE NOCASE AND deleted_at IS NULL",
             [username],
@@ -260,15 +253,14 @@ pub fn set_role(conn: &mut Connection, username: &str, role: Role, now: i64) -> 
     if current == role.as_str() {
         return Ok(RoleChange::Unchanged { id });
     }
-    let token_version: i64 = tx.query_row(
+    let token_version: i64 = conn.query_row(
         "UPDATE users SET role = ?2, token_version = token_version + 1, updated_at = ?3
          WHERE id = ?1 RETURNING token_version",
         params![id, role.as_str(), now],
         |r| r.get(0),
     )?;
     let token_version = u64::try_from(token_version).unwrap_or(0);
-    revoke(&tx, id, token_version, Revoked::RoleChanged, now)?;
-    tx.commit()?;
+    revoke(conn, id, token_version, Revoked::RoleChanged, now)?;
     Ok(RoleChange::Changed { id, token_version })
 }
 
@@ -310,9 +302,8 @@ pub fn revocations_after(
 /// Takes one password change from `user_id`'s bucket (a token bucket of
 /// [`PASSWORD_CHANGE_BURST`], refilled one per [`PASSWORD_CHANGE_EVERY_MS`]); `Err(retry after,
 /// in ms)` when it is empty. Shared by every instance through the database.
-pub fn take_password_change(conn: &mut Connection, user_id: i64, now: i64) -> Result<Result<(), i64>, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (available, refilled_at): (i64, i64) = tx
+pub fn take_password_change(conn: &Connection, user_id: i64, now: i64) -> Result<Result<(), i64>, Error> {
+    let (available, refilled_at): (i64, i64) = conn
         .query_row(
             "SELECT available, refilled_at FROM password_changes WHERE user_id = ?1",
             [user_id],
@@ -334,12 +325,11 @@ pub fn take_password_change(conn: &mut Connection, user_id: i64, now: i64) -> Re
     } else {
         Err(refilled_at + PASSWORD_CHANGE_EVERY_MS - now)
     };
-    tx.execute(
+    conn.execute(
         "INSERT INTO password_changes (user_id, available, refilled_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (user_id) DO UPDATE SET available = ?2, refilled_at = ?3",
         params![user_id, available, refilled_at],
     )?;
-    tx.commit()?;
     Ok(outcome)
 }
 
@@ -354,12 +344,7 @@ pub enum AdminOutcome {
 }
 
 /// Creates the admin account unless one with that username exists.
-pub fn ensure_admin(
-    conn: &mut Connection,
-    new: &NewUser,
-    hash: &str,
-    now: i64,
-) -> Result<AdminOutcome, Error> {
+pub fn ensure_admin(conn: &Connection, new: &NewUser, hash: &str, now: i64) -> Result<AdminOutcome, Error> {
     let existing = conn
         .query_row(
             "SELECT id, role FROM users WHERE username = ?1 COLLATE NOCASE",
@@ -394,33 +379,29 @@ mod tests {
         shop_kit::db::migrate(&mut conn, &path, MIGRATIONS).unwrap();
         let t0 = 1_000_000;
         for _ in 0..PASSWORD_CHANGE_BURST {
-            assert_eq!(take_password_change(&mut conn, 7, t0).unwrap(), Ok(()));
+            assert_eq!(take_password_change(&conn, 7, t0).unwrap(), Ok(()));
         }
         assert_eq!(
-            take_password_change(&mut conn, 7, t0).unwrap(),
+            take_password_change(&conn, 7, t0).unwrap(),
             Err(PASSWORD_CHANGE_EVERY_MS)
         );
-        assert_eq!(
-            take_password_change(&mut conn, 8, t0).unwrap(),
-            Ok(()),
-            "per account"
-        );
+        assert_eq!(take_password_change(&conn, 8, t0).unwrap(), Ok(()), "per account");
         let later = t0 + PASSWORD_CHANGE_EVERY_MS + 5;
         assert_eq!(
-            take_password_change(&mut conn, 7, later).unwrap(),
+            take_password_change(&conn, 7, later).unwrap(),
             Ok(()),
             "one refilled"
         );
         assert_eq!(
-            take_password_change(&mut conn, 7, later).unwrap(),
+            take_password_change(&conn, 7, later).unwrap(),
             Err(PASSWORD_CHANGE_EVERY_MS - 5)
         );
         let much_later = t0 + 100 * PASSWORD_CHANGE_EVERY_MS;
         for _ in 0..PASSWORD_CHANGE_BURST {
-            assert_eq!(take_password_change(&mut conn, 7, much_later).unwrap(), Ok(()));
+            assert_eq!(take_password_change(&conn, 7, much_later).unwrap(), Ok(()));
         }
         assert!(
-            take_password_change(&mut conn, 7, much_later).unwrap().is_err(),
+            take_password_change(&conn, 7, much_later).unwrap().is_err(),
             "never more than the burst"
         );
         let _ = std::fs::remove_file(&path);
