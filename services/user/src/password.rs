@@ -1,16 +1,19 @@
 //! Password hashing with argon2id, off the async workers, with bounded parallelism and bounded
 //! memory: each hash needs ~19 MiB of working memory by design.
 //!
-//! The pool owns one memory arena per hash it allows at a time (one per core), allocated once;
-//! a hash borrows an arena together with its permit and gives both back when the hash ends,
-//! on the blocking thread that ran it. So hashing allocates nothing (the allocator never keeps
-//! freed 19 MiB blocks per thread: the service's memory stays flat under any login burst), and
-//! a request cancelled while its hash runs cannot free a permit early: the bound holds.
+//! Each hash runs in a memory arena borrowed together with its permit and given back, with the
+//! permit, when the hash ends on the blocking thread that ran it; there are never more arenas
+//! than permits (one per core). So a login burst allocates at most that many (the allocator
+//! never keeps freed 19 MiB blocks per thread: memory stays flat under any burst), and a request
+//! cancelled while its hash runs cannot free a permit early: the bound holds. Arenas are made
+//! on first need and freed once no hash has run for [`KEEP_SPARE_FOR`], so an idle service
+//! holds none.
 //!
 //! To keep login from telling whether a user exists, a login for an unknown user is checked
 //! against a dummy hash made at start-up, so both paths do the same expensive work.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -19,54 +22,97 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 
+/// How long arenas stay allocated after the last hash: a burst of logins reuses them; an idle
+/// service gives the memory back.
+pub const KEEP_SPARE_FOR: Duration = Duration::from_secs(30);
+
 /// Working memory for one hash at the shop's parameters.
 type Arena = Box<[Block]>;
+
+fn new_arena() -> Arena {
+    vec![Block::default(); Params::DEFAULT.block_count()].into_boxed_slice()
+}
+
+/// Arenas not lent out, and when one last came back.
+struct Spare {
+    arenas: Vec<Arena>,
+    returned: Instant,
+    /// Whether a task is waiting to free them.
+    reaping: bool,
+    keep_for: Duration,
+}
 
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
-    /// One arena per permit: a task holding a permit always finds one here.
-    arenas: Arc<Mutex<Vec<Arena>>>,
+    spare: Arc<Mutex<Spare>>,
     dummy: Arc<str>,
 }
 
 /// A permit and the arena that goes with it, returned together when dropped.
 struct Loan {
     arena: Option<Arena>,
-    arenas: Arc<Mutex<Vec<Arena>>>,
+    spare: Arc<Mutex<Spare>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Loan {
     fn drop(&mut self) {
-        if let Some(arena) = self.arena.take() {
-            self.arenas.lock().unwrap_or_else(|p| p.into_inner()).push(arena);
+        let Some(arena) = self.arena.take() else {
+            return;
+        };
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.arenas.push(arena);
+        spare.returned = Instant::now();
+        if !spare.reaping
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            spare.reaping = true;
+            runtime.spawn(reap(Arc::clone(&self.spare)));
         }
     }
 }
 
+/// Frees the spare arenas once none has come back for their keep time.
+async fn reap(spare: Arc<Mutex<Spare>>) {
+    let mut wait = spare.lock().unwrap_or_else(|p| p.into_inner()).keep_for;
+    loop {
+        tokio::time::sleep(wait).await;
+        let mut s = spare.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = s.returned.elapsed();
+        if idle >= s.keep_for {
+            let freed = std::mem::take(&mut s.arenas);
+            s.reaping = false;
+            drop(s);
+            drop(freed);
+            return;
+        }
+        wait = s.keep_for - idle;
+    }
+}
+
 impl Hasher {
-    /// Allocates the arenas and makes the dummy hash (blocking, ~tens of ms); call it once at
-    /// start-up.
+    /// Makes the dummy hash (blocking, ~tens of ms); call it once at start-up.
     pub fn new() -> Result<Hasher, Error> {
         // One hash per core at a time: more only queues inside the CPU and multiplies memory.
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self::with_parallelism(parallel)
+        Self::with_parallelism(parallel, KEEP_SPARE_FOR)
     }
 
-    pub fn with_parallelism(parallel: usize) -> Result<Hasher, Error> {
+    pub fn with_parallelism(parallel: usize, keep_spare_for: Duration) -> Result<Hasher, Error> {
         let parallel = parallel.max(1);
-        let blocks = Params::DEFAULT.block_count();
-        let mut arenas: Vec<Arena> = (0..parallel)
-            .map(|_| vec![Block::default(); blocks].into_boxed_slice())
-            .collect();
-        let dummy = match arenas.first_mut() {
-            Some(arena) => hash_with(arena, "not a real password, used to even out login timing")?,
-            None => return Err(Error::Internal("no hashing memory".to_owned())),
-        };
+        let dummy = hash_with(
+            &mut new_arena(),
+            "not a real password, used to even out login timing",
+        )?;
         Ok(Hasher {
             permits: Arc::new(Semaphore::new(parallel)),
-            arenas: Arc::new(Mutex::new(arenas)),
+            spare: Arc::new(Mutex::new(Spare {
+                arenas: Vec::new(),
+                returned: Instant::now(),
+                reaping: false,
+                keep_for: keep_spare_for,
+            })),
             dummy: dummy.into(),
         })
     }
@@ -96,17 +142,15 @@ impl Hasher {
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("password hasher closed".to_owned()))?;
-        let arena = self.arenas.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let arena = self.spare.lock().unwrap_or_else(|p| p.into_inner()).arenas.pop();
         let mut loan = Loan {
             arena,
-            arenas: Arc::clone(&self.arenas),
+            spare: Arc::clone(&self.spare),
             _permit: permit,
         };
         tokio::task::spawn_blocking(move || {
-            let arena = loan
-                .arena
-                .as_mut()
-                .ok_or_else(|| Error::Internal("no hashing memory for a permit".to_owned()))?;
+            // Made here, off the async workers, when no spare one is left.
+            let arena = loan.arena.get_or_insert_with(new_arena);
             Ok(f(arena))
         })
         .await
@@ -182,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_do() {
-        let h = Hasher::with_parallelism(2).unwrap();
+        let h = Hasher::with_parallelism(2, KEEP_SPARE_FOR).unwrap();
         let stored = h.hash("correct horse".to_owned()).await.unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
         assert!(
@@ -209,7 +253,7 @@ mod tests {
     #[tokio::test]
     async fn hashes_made_elsewhere_and_with_other_parameters_verify() {
         use argon2::PasswordHasher;
-        let h = Hasher::with_parallelism(1).unwrap();
+        let h = Hasher::with_parallelism(1, KEEP_SPARE_FOR).unwrap();
         let small = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
@@ -238,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_caller_does_not_free_its_permit_before_the_hash_ends() {
-        let h = Hasher::with_parallelism(1).unwrap();
+        let h = Hasher::with_parallelism(1, KEEP_SPARE_FOR).unwrap();
         let waiting = {
             let h = h.clone();
             tokio::spawn(async move { h.hash("first".to_owned()).await })
@@ -251,6 +295,23 @@ mod tests {
         assert_eq!(h.permits.available_permits(), 0);
         let next = h.hash("second".to_owned()).await.unwrap();
         assert!(next.starts_with("$argon2id$"));
-        assert_eq!(h.arenas.lock().unwrap().len(), 1, "the arena came back");
+        assert_eq!(h.spare.lock().unwrap().arenas.len(), 1, "the arena came back");
+    }
+
+    #[tokio::test]
+    async fn an_idle_hasher_frees_its_arenas_and_makes_new_ones_when_needed() {
+        let h = Hasher::with_parallelism(2, Duration::from_millis(100)).unwrap();
+        assert!(
+            h.spare.lock().unwrap().arenas.is_empty(),
+            "none until a hash needs one"
+        );
+        let (a, b) = tokio::join!(h.hash("one".to_owned()), h.hash("two".to_owned()));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(h.spare.lock().unwrap().arenas.len(), 2, "one per hash at a time");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(h.spare.lock().unwrap().arenas.is_empty(), "freed once idle");
+        assert!(h.verify("one".to_owned(), Some(a)).await.unwrap());
+        assert!(h.verify("two".to_owned(), Some(b)).await.unwrap());
+        assert_eq!(h.spare.lock().unwrap().arenas.len(), 1);
     }
 }
