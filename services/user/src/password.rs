@@ -27,10 +27,20 @@ use crate::error::Error;
 pub const KEEP_SPARE_FOR: Duration = Duration::from_secs(30);
 
 /// Working memory for one hash at the shop's parameters.
-type Arena = Box<[Block]>;
+type Arena = Vec<Block>;
+
+/// Address space reserved per arena, of which a hash touches 19 MiB. Above glibc's largest
+/// dynamic mmap threshold (32 MiB), an allocation always gets a mapping of its own that goes
+/// back to the system when freed. At the exact size the first free would raise that threshold
+/// past the arena's size, and the next arena would come from a heap that is never trimmed: an
+/// idle service would keep 19 MiB per arena it ever made.
+const ARENA_RESERVE_BYTES: usize = 33 << 20;
 
 fn new_arena() -> Arena {
-    vec![Block::default(); Params::DEFAULT.block_count()].into_boxed_slice()
+    let blocks = Params::DEFAULT.block_count();
+    let mut arena = Vec::with_capacity(blocks.max(ARENA_RESERVE_BYTES / std::mem::size_of::<Block>()));
+    arena.resize(blocks, Block::default());
+    arena
 }
 
 /// Arenas not lent out, and when one last came back.

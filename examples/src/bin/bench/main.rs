@@ -162,8 +162,10 @@ fn run() -> Result<(), String> {
         "machine: {}; load generator, proxies and services share these cores",
         machine()
     );
+    let [g, u, p, r] = shop.idle_rss_mib;
+    println!("idle RSS after start: gateway {g} MiB, user {u} MiB, product {p} MiB, order {r} MiB");
     println!(
-        "idle RSS: gateway {} MiB, user {} MiB, product {} MiB, order {} MiB",
+        "RSS after setup (logins, one order): gateway {} MiB, user {} MiB, product {} MiB, order {} MiB",
         procs::rss_kib(shop.gateway.pid()) / 1024,
         procs::rss_kib(shop.user.pid()) / 1024,
         procs::rss_kib(shop.product.pid()) / 1024,
@@ -197,6 +199,14 @@ fn run() -> Result<(), String> {
         print_row(&row);
         rows.push(row);
     }
+    println!();
+    println!(
+        "RSS after the run: gateway {} MiB, user {} MiB, product {} MiB, order {} MiB",
+        procs::rss_kib(shop.gateway.pid()) / 1024,
+        procs::rss_kib(shop.user.pid()) / 1024,
+        procs::rss_kib(shop.product.pid()) / 1024,
+        procs::rss_kib(shop.order.pid()) / 1024
+    );
     if let Some(path) = &o.chart {
         let bars: Vec<chart::Bar> = rows
             .iter()

@@ -16,6 +16,8 @@ const ADMIN_PASSWORD: &str = "bench-admin-password";
 const CUSTOMERS: usize = 16;
 
 pub struct Shop {
+    /// RSS of the gateway, user, product and order processes just after they started.
+    pub idle_rss_mib: [u64; 4],
     /// Dropped last (after the processes): fields drop in order.
     pub plain: Proc,
     pub nginx: Proc,
@@ -211,7 +213,10 @@ impl Shop {
             &["--config", &toml.display().to_string()],
             &[],
         )?;
+        // Before any request: what each process holds when it has only started.
+        let idle_rss_mib = [&gateway, &user, &product, &order].map(|p| procs::rss_kib(p.pid()) / 1024);
         let mut shop = Shop {
+            idle_rss_mib,
             plain,
             nginx,
             user,
