@@ -99,10 +99,15 @@ fn throughput(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::E
     }))?;
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let y = i32::try_from(bars.len() - 1 - i).unwrap_or(0);
+        let (text, at) = if b.per_second > end {
+            (format!(" {:.0} (bar cut)", b.per_second), end * 0.8)
+        } else {
+            (format!(" {:.0}", b.per_second), b.per_second)
+        };
         Text::new(
-            format!(" {:.0}", b.per_second),
-            (b.per_second.min(end), SegmentValue::CenterOf(y)),
-            ("sans-serif", 12),
+            text,
+            (at, SegmentValue::CenterOf(y)),
+            ("sans-serif", 12).into_font().color(&BLACK),
         )
     }))?;
     Ok(())
@@ -163,10 +168,16 @@ fn cpu(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> 
     }
     chart.draw_series(totals.iter().enumerate().map(|(i, t)| {
         let y = i32::try_from(bars.len() - 1 - i).unwrap_or(0);
+        // A cut bar says so, inside the chart where its number stays readable.
+        let (text, at) = if *t > end {
+            (format!(" {t:.1} (bar cut)"), end * 0.8)
+        } else {
+            (format!(" {t:.1}"), *t)
+        };
         Text::new(
-            format!(" {t:.1}"),
-            (t.min(end), SegmentValue::CenterOf(y)),
-            ("sans-serif", 12),
+            text,
+            (at, SegmentValue::CenterOf(y)),
+            ("sans-serif", 12).into_font().color(&BLACK),
         )
     }))?;
     chart
