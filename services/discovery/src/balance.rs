@@ -392,10 +392,10 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_call_that_was_not_sent_is_retried_once_elsewhere() {
-        // Port 1 on loopback refuses; the second "instance" is a closure that succeeds.
-        let (_tx, rx) = watch::channel(set(1, &[("dead", 1), ("alive", 2)]));
+    /// Runs one call whose first attempt meets a refused connection (port 1 on loopback) and
+    /// whose second succeeds; returns the answer and the number of attempts.
+    async fn refused_then_answered(instances: &[(&str, u16)]) -> (Result<&'static str, CallError>, usize) {
+        let (_tx, rx) = watch::channel(set(1, instances));
         let b = Balancer::new("svc", Policy::RoundRobin, rx);
         let calls = std::sync::atomic::AtomicUsize::new(0);
         let result = b
@@ -405,35 +405,27 @@ mod tests {
                     if n == 0 {
                         probe(channel).await
                     } else {
-                        Ok("second instance answered")
+                        Ok("answered")
                     }
                 }
             })
             .await;
-        assert_eq!(result.unwrap(), "second instance answered");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        (result, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_call_that_was_not_sent_is_retried_once_elsewhere() {
+        let (result, attempts) = refused_then_answered(&[("dead", 1), ("alive", 2)]).await;
+        assert_eq!(result.unwrap(), "answered");
+        assert_eq!(attempts, 2);
     }
 
     #[tokio::test]
     async fn a_lone_instance_gets_the_retry_of_a_call_it_never_received() {
         // The first attempt meets the connection of an instance that has since restarted.
-        let (_tx, rx) = watch::channel(set(1, &[("restarted", 1)]));
-        let b = Balancer::new("svc", Policy::RoundRobin, rx);
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let result = b
-            .call(Duration::from_secs(5), |channel, _left| {
-                let n = calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    if n == 0 {
-                        probe(channel).await
-                    } else {
-                        Ok("answered over a new connection")
-                    }
-                }
-            })
-            .await;
-        assert_eq!(result.unwrap(), "answered over a new connection");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let (result, attempts) = refused_then_answered(&[("restarted", 1)]).await;
+        assert_eq!(result.unwrap(), "answered");
+        assert_eq!(attempts, 2);
     }
 
     #[tokio::test]

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::SegmentedCoord;
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 
 /// One row as the chart shows it.
@@ -39,7 +41,7 @@ pub fn draw(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// Rows as bar segments on the y axis, first row at the top.
-fn rows(bars: &[Bar]) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordi32> {
+fn rows(bars: &[Bar]) -> SegmentedCoord<RangedCoordi32> {
     // The segmented range of 0..n has a segment for n too: stop one short.
     (0..i32::try_from(bars.len()).unwrap_or(1).saturating_sub(1)).into_segmented()
 }
@@ -73,11 +75,18 @@ fn axis_end(values: &[f64]) -> f64 {
     largest.min(3.0 * second).max(1.0) * 1.15
 }
 
-fn throughput(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> {
-    let values: Vec<f64> = bars.iter().map(|b| b.per_second).collect();
-    let end = axis_end(&values);
+type Chart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, SegmentedCoord<RangedCoordi32>>>;
+
+/// One titled panel with a row per bar, its x axis running to `end`.
+fn panel<'a, 'b>(
+    area: &'a Area<'b>,
+    title: &str,
+    end: f64,
+    bars: &[Bar],
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
     let mut chart = ChartBuilder::on(area)
-        .caption("requests per second", ("sans-serif", 16))
+        .caption(title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(330)
@@ -88,6 +97,35 @@ fn throughput(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::E
         .y_label_formatter(&|y| label(bars, y))
         .disable_y_mesh()
         .draw()?;
+    Ok(chart)
+}
+
+/// The number written after row `i`'s bar; a bar cut at the axis's end says so, inside the
+/// chart where its number stays readable.
+fn value_label(
+    rows: usize,
+    i: usize,
+    text: String,
+    value: f64,
+    end: f64,
+) -> Text<'static, (f64, SegmentValue<i32>), String> {
+    let y = i32::try_from(rows - 1 - i).unwrap_or(0);
+    let (text, at) = if value > end {
+        (format!(" {text} (bar cut)"), end * 0.8)
+    } else {
+        (format!(" {text}"), value)
+    };
+    Text::new(
+        text,
+        (at, SegmentValue::CenterOf(y)),
+        ("sans-serif", 12).into_font().color(&BLACK),
+    )
+}
+
+fn throughput(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> {
+    let values: Vec<f64> = bars.iter().map(|b| b.per_second).collect();
+    let end = axis_end(&values);
+    let mut chart = panel(area, "requests per second", end, bars)?;
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let (y0, y1) = segment(bars, i);
         let mut bar = Rectangle::new(
@@ -97,19 +135,11 @@ fn throughput(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::E
         bar.set_margin(4, 4, 0, 0);
         bar
     }))?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
-        let y = i32::try_from(bars.len() - 1 - i).unwrap_or(0);
-        let (text, at) = if b.per_second > end {
-            (format!(" {:.0} (bar cut)", b.per_second), end * 0.8)
-        } else {
-            (format!(" {:.0}", b.per_second), b.per_second)
-        };
-        Text::new(
-            text,
-            (at, SegmentValue::CenterOf(y)),
-            ("sans-serif", 12).into_font().color(&BLACK),
-        )
-    }))?;
+    chart.draw_series(
+        bars.iter()
+            .enumerate()
+            .map(|(i, b)| value_label(bars.len(), i, format!("{:.0}", b.per_second), b.per_second, end)),
+    )?;
     Ok(())
 }
 
@@ -119,18 +149,7 @@ fn cpu(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> 
         .map(|b| b.cpu.iter().map(|(_, us)| us).sum())
         .collect();
     let end = axis_end(&totals);
-    let mut chart = ChartBuilder::on(area)
-        .caption("CPU microseconds per request, by process", ("sans-serif", 16))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(330)
-        .build_cartesian_2d(0.0..end, rows(bars))?;
-    chart
-        .configure_mesh()
-        .y_labels(bars.len())
-        .y_label_formatter(&|y| label(bars, y))
-        .disable_y_mesh()
-        .draw()?;
+    let mut chart = panel(area, "CPU microseconds per request, by process", end, bars)?;
     let mut names: Vec<&str> = Vec::new();
     for b in bars {
         for (name, _) in &b.cpu {
@@ -166,20 +185,12 @@ fn cpu(area: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> 
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart.draw_series(totals.iter().enumerate().map(|(i, t)| {
-        let y = i32::try_from(bars.len() - 1 - i).unwrap_or(0);
-        // A cut bar says so, inside the chart where its number stays readable.
-        let (text, at) = if *t > end {
-            (format!(" {t:.1} (bar cut)"), end * 0.8)
-        } else {
-            (format!(" {t:.1}"), *t)
-        };
-        Text::new(
-            text,
-            (at, SegmentValue::CenterOf(y)),
-            ("sans-serif", 12).into_font().color(&BLACK),
-        )
-    }))?;
+    chart.draw_series(
+        totals
+            .iter()
+            .enumerate()
+            .map(|(i, t)| value_label(bars.len(), i, format!("{t:.1}"), *t, end)),
+    )?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
