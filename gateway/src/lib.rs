@@ -4,6 +4,7 @@
 //!   (what `gateway check` reports);
 //! - [`router`]: method + path templates, literal over parameter, 404/405, collisions;
 //! - [`transcode`]: JSON to protobuf and back, driven by the descriptors;
+//! - [`wire_json`]: a reply's protobuf bytes straight to JSON, without decoding a message;
 //! - [`breaker`]: circuit breakers per upstream instance, the retry budget;
 //! - [`limit`]: token buckets per policy and client key;
 //! - [`client`]: the client's address (behind trusted proxies) and address blocks;
@@ -41,3 +42,4 @@ pub mod server;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;
+pub mod wire_json;

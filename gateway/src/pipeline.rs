@@ -28,7 +28,7 @@ use crate::metrics::RouteCounters;
 use crate::reply::{self, Refusal, Reply};
 use crate::router::Found;
 use crate::transcode;
-use crate::upstream::{self, Call, Failure, Guard};
+use crate::upstream::{self, Answer, Call, Failure, Guard};
 
 /// The header that carries a request's id, in and out.
 pub const REQUEST_ID: &str = shop_base::request_id::HEADER;
@@ -174,7 +174,7 @@ impl Loaded {
             plan.retries.fetch_add(1, Ordering::Relaxed);
         }
         match outcome.result {
-            Ok(msg) => success(plan, &msg),
+            Ok(answer) => success(plan, answer),
             Err(e) => Err(upstream_refusal(plan, e, request_id)),
         }
     }
@@ -302,12 +302,17 @@ impl Loaded {
 }
 
 /// The route's success status with the reply as JSON (204: no body).
-fn success(plan: &Plan, msg: &prost_reflect::DynamicMessage) -> Result<Reply, Refusal> {
+fn success(plan: &Plan, answer: Answer) -> Result<Reply, Refusal> {
     let status = plan.status;
     if status == StatusCode::NO_CONTENT {
         return Ok(reply::empty(status));
     }
-    let body = transcode::response(msg).map_err(|e| Refusal::Upstream(Status::internal(e)))?;
+    let body = match answer {
+        Answer::Json(body) => body,
+        Answer::Message(msg) => {
+            transcode::response(&msg).map_err(|e| Refusal::Upstream(Status::internal(e)))?
+        }
+    };
     Ok(reply::json(status, body))
 }
 

@@ -145,10 +145,17 @@ pub enum Failure {
     Call(CallError),
 }
 
+/// A service's reply: as JSON already when [`wire_json`](crate::wire_json) could write it
+/// straight from the bytes, else decoded.
+pub enum Answer {
+    Json(Bytes),
+    Message(DynamicMessage),
+}
+
 /// How a call ended, with the instance that answered last (for the access log) and whether it
 /// was retried.
 pub struct Outcome {
-    pub result: Result<DynamicMessage, Failure>,
+    pub result: Result<Answer, Failure>,
     pub instance: Option<String>,
     pub retried: bool,
 }
@@ -255,7 +262,7 @@ async fn guarded_attempt(
     call: &Call,
     left: Duration,
     guard: &Guard<'_>,
-) -> Result<DynamicMessage, CallError> {
+) -> Result<Answer, CallError> {
     let Some((config, breakers)) = guard.breakers else {
         return attempt(picked, call, left).await;
     };
@@ -275,12 +282,17 @@ async fn attempt(
     picked: &Picked<Arc<Connections>>,
     call: &Call,
     left: Duration,
-) -> Result<DynamicMessage, CallError> {
+) -> Result<Answer, CallError> {
     let reply = grpc::unary(picked.conn(), &call.path, &call.metadata, call.body.clone(), left).await?;
-    DynamicMessage::decode(call.output.clone(), reply).map_err(|e| {
-        CallError::Answered(Status::internal(format!(
-            "{}: cannot decode the reply: {e}",
-            picked.authority()
-        )))
-    })
+    if let Ok(json) = crate::wire_json::encode(&call.output, &reply) {
+        return Ok(Answer::Json(Bytes::from(json)));
+    }
+    DynamicMessage::decode(call.output.clone(), reply)
+        .map(Answer::Message)
+        .map_err(|e| {
+            CallError::Answered(Status::internal(format!(
+                "{}: cannot decode the reply: {e}",
+                picked.authority()
+            )))
+        })
 }

@@ -118,8 +118,9 @@ pub fn timestamp(out: &mut Vec<u8>) {
     );
 }
 
-/// The calendar date of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
+/// The calendar date (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`), for anything that writes dates without a date crate.
+pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

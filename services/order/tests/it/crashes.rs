@@ -173,12 +173,21 @@ async fn a_create_that_failed_for_want_of_the_product_service_gives_its_key_back
 
     s.product = s.product_launch.start();
     s.wait_healthy("product-service", 1);
-    // The retry with the same key is served anew, not answered with the failure.
-    let retried = orders
-        .create_order(order_req(&[(a, 2)], &alice, Some("key-1")))
-        .await
-        .unwrap()
-        .into_inner();
+    // The retry with the same key is served anew, not answered with the failure. The restarted
+    // instance has a new port, which reaches the order service through its Consul watch a
+    // moment after the test sees it: until then the client retries UNAVAILABLE, as any would.
+    let started = Instant::now();
+    let retried = loop {
+        match orders
+            .create_order(order_req(&[(a, 2)], &alice, Some("key-1")))
+            .await
+        {
+            Err(e) if e.code() == Code::Unavailable && started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => break answer.unwrap().into_inner(),
+        }
+    };
     assert_eq!(retried.status, "pending");
     let again = orders
         .create_order(order_req(&[(a, 2)], &alice, Some("key-1")))
