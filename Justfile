@@ -320,3 +320,11 @@ bench seconds="10" rows="":
     for _ in $(seq 1 300); do grep -q " ready on " "$dir/user.out" && break; sleep 0.1; done
     user="$(grep " ready on " "$dir/user.out" | awk '{print $NF}')"
     {{release_dir}}/login-timing "http://$user" 200
+
+# The catalogue at shop size (release; scratch folders; docs/benchmarks.md): seeds 100,000 and 1,000,000 generated products, then runs every list and search shape through the gateway with 8 clients, printing p50/p99 per shape, seed time and database size. `just bench-catalogue 5 100000` measures one size.
+bench-catalogue seconds="5" sizes="100000,1000000":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v wrk > /dev/null || { echo "bench-catalogue needs wrk: sudo apt-get install wrk" >&2; exit 1; }
+    cargo build --release --locked -p user-service -p product-service -p shop-gateway -p shop-examples
+    {{release_dir}}/bench --bin-dir {{release_dir}} --seconds {{seconds}} --catalogue {{sizes}}

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod generate;
 pub mod grpc;
 pub mod seed;
 pub mod store;

@@ -3,7 +3,7 @@
 //! ```text
 //! product-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
 //!                 [--set key=value]... [--check]
-//! product-service seed  [same settings flags]
+//! product-service seed  [--count N] [same settings flags]
 //! product-service audit [same settings flags]
 //! ```
 
@@ -15,6 +15,9 @@ use shop_kit::config::{self, Flags};
 const USAGE: &str = "\
 usage: product-service [SETTINGS] [--check]
        product-service seed  [SETTINGS]   add the demo catalogue (skips names already there)
+       product-service seed --count N [SETTINGS]
+                                          add N generated products (benchmarks; the same N
+                                          makes the same catalogue)
        product-service audit [SETTINGS]   check stock + reserved = set by admins, per product
 
 Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
         };
     let result = match flags.rest.first().map(String::as_str) {
         None | Some("serve") => serve(config, &flags),
-        Some("seed") => run_seed(&config),
+        Some("seed") => run_seed(&config, &flags.rest[1..]),
         Some("audit") => audit(&config),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
@@ -74,7 +77,51 @@ fn open(config: &Config) -> Result<rusqlite::Connection, String> {
     Ok(conn)
 }
 
-fn run_seed(config: &Config) -> Result<ExitCode, String> {
+/// Most products `seed --count` makes: a benchmark catalogue, not a way to fill a disk.
+const GENERATED_MAX: u64 = 10_000_000;
+
+/// `seed --count N`: N generated products instead of the demo catalogue.
+fn seed_count(rest: &[String]) -> Result<Option<u64>, String> {
+    let value = match rest {
+        [] => return Ok(None),
+        [flag, value] if flag == "--count" => value.as_str(),
+        [flag] if flag.starts_with("--count=") => &flag["--count=".len()..],
+        other => return Err(format!("seed: unexpected arguments {other:?}\n\n{USAGE}")),
+    };
+    match value.parse::<u64>() {
+        Ok(n) if (1..=GENERATED_MAX).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "seed: --count must be a whole number from 1 to {GENERATED_MAX}, got {value:?}"
+        )),
+    }
+}
+
+fn run_generated(config: &Config, count: u64) -> Result<ExitCode, String> {
+    let mut conn = open(config)?;
+    let started = std::time::Instant::now();
+    let now = shop_kit::clock::now_millis();
+    let step = (count / 10).max(seed::GENERATED_REPORT);
+    seed::generated(&mut conn, count, now, |done| {
+        if done % step == 0 || done == count {
+            eprintln!(
+                "{done} of {count} products written ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    println!(
+        "seeded {count} generated products into {} in {:.1} s",
+        config.db_path().display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_seed(config: &Config, rest: &[String]) -> Result<ExitCode, String> {
+    if let Some(count) = seed_count(rest)? {
+        return run_generated(config, count);
+    }
     let mut conn = open(config)?;
     let now = shop_kit::clock::now_millis();
     let done = shop_kit::db::in_transaction(&mut conn, |c| seed::seed(c, now)).map_err(|e| e.to_string())?;

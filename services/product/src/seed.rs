@@ -393,6 +393,52 @@ pub fn seed(conn: &Connection, now: i64) -> Result<Seeded, Error> {
     Ok(out)
 }
 
+/// Generated products are written this many to a transaction (and progress told as often).
+pub const GENERATED_REPORT: u64 = GENERATED_BATCH;
+const GENERATED_BATCH: u64 = 10_000;
+
+/// Adds `count` generated products (see [`crate::generate`]), one minute apart and ending at
+/// `now`, in transactions of [`GENERATED_BATCH`]; `progress` hears how many are written so far.
+/// Each gets its stock ledger row, as a product made through the API does.
+pub fn generated(
+    conn: &mut Connection,
+    count: u64,
+    now: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, Error> {
+    let mut done = 0;
+    while done < count {
+        let end = (done + GENERATED_BATCH).min(count);
+        shop_kit::db::in_transaction(conn, |c| {
+            let mut product = c.prepare_cached(
+                "INSERT INTO products (name, description, price_cents, stock, category, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?;
+            let mut ledger = c.prepare_cached(
+                "INSERT INTO stock_moves (product_id, delta, reason, order_id, at) VALUES (?1, ?2, 'create', NULL, ?3)",
+            )?;
+            for i in done..end {
+                let p = crate::generate::product(i);
+                let minutes_before = i64::try_from(count - i).unwrap_or(i64::MAX);
+                let at = now.saturating_sub(minutes_before.saturating_mul(60_000));
+                product.execute(rusqlite::params![
+                    p.name,
+                    p.description,
+                    p.price_cents,
+                    p.stock,
+                    p.category,
+                    at
+                ])?;
+                ledger.execute(rusqlite::params![c.last_insert_rowid(), p.stock, at])?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        done = end;
+        progress(done);
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

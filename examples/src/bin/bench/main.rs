@@ -8,10 +8,14 @@
 //! ```text
 //! just bench                     # builds release binaries, runs this, writes docs/bench.svg
 //! target/release/bench --bin-dir target/release --seconds 10 [--repeat 3] [--chart out.svg] [--rows gateway,grpc]
+//! target/release/bench --bin-dir target/release --seconds 5 --catalogue 100000,1000000
 //! ```
+//!
+//! `--catalogue` measures the catalogue at those sizes instead (see `catalogue.rs`).
 //!
 //! It asserts nothing; docs/benchmarks.md records the figures with machine and command.
 
+mod catalogue;
 mod chart;
 mod load;
 mod procs;
@@ -31,6 +35,8 @@ struct Options {
     chart: Option<PathBuf>,
     /// Only rows whose name contains one of these.
     rows: Vec<String>,
+    /// Catalogue sizes to measure instead of the request path.
+    catalogue: Vec<u64>,
 }
 
 fn options() -> Result<Options, String> {
@@ -40,6 +46,7 @@ fn options() -> Result<Options, String> {
         repeat: 1,
         chart: None,
         rows: Vec::new(),
+        catalogue: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -50,6 +57,16 @@ fn options() -> Result<Options, String> {
             "--chart" => o.chart = Some(PathBuf::from(value)),
             "--repeat" => o.repeat = value.parse().map_err(|_| format!("--repeat: {value:?}"))?,
             "--rows" => o.rows = value.split(',').map(str::to_owned).collect(),
+            "--catalogue" => {
+                o.catalogue = value
+                    .split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse()
+                            .map_err(|_| format!("--catalogue: {n:?} is not a count"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -157,6 +174,10 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), String> {
     let o = options()?;
+    if !o.catalogue.is_empty() {
+        println!("machine: {}", machine());
+        return catalogue::run(&o.bin_dir, &o.catalogue, o.seconds);
+    }
     let shop = shop::Shop::start(&o.bin_dir)?;
     println!(
         "machine: {}; load generator, proxies and services share these cores",

@@ -142,7 +142,7 @@ fn nginx(dir: &Path, upstream: &str) -> Result<Proc, String> {
 
 /// The default gateway.toml, adapted: static upstreams at these addresses, no Consul, a free
 /// port, the stack's key, and every limit raised out of the way.
-fn gateway_toml(dir: &Path, user: &str, product: &str, order: &str) -> Result<String, String> {
+pub fn gateway_toml(dir: &Path, user: &str, product: &str, order: &str) -> Result<String, String> {
     let text = std::fs::read_to_string("gateway.toml").map_err(|e| format!("gateway.toml: {e}"))?;
     let key = dir.join("data/keys/token-signing.pub.pem");
     let lines: Vec<String> = text
