@@ -1,11 +1,12 @@
 //! Circuit breakers and retries through a real gateway: a frozen instance (SIGSTOP) costs at
 //! most `consecutive_failures` slow calls before it is skipped, comes back through one probe
 //! after SIGCONT; with every instance gone the answer is a fast 503 with `Retry-After`; retries
-//! of failed calls stay within the retry budget.
+//! of failed calls stay within the retry budget; searches that all miss their deadline open
+//! their own breakers and never cut off reads by id.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Stack, call, set_table, start_gateway};
+use crate::support::{Stack, call, set_limit, set_table, start_gateway};
 
 /// The stack's file with the products upstream pinned to `addrs` (static: Consul does not take
 /// a frozen instance away, so only the breaker does), a 1 s deadline and `breaker` as the
@@ -142,4 +143,77 @@ fn retries_of_failing_calls_stay_within_the_budget() {
     let m = call(&g, "GET", "/metrics", None, None).expect(200);
     let line = format!("gateway_retries_total{{upstream=\"products\"}} {retried}");
     assert!(m.raw.body.contains(&line), "{line} not in:\n{}", m.raw.body);
+}
+
+#[test]
+fn searches_that_time_out_never_cut_off_reads_by_id() {
+    let s = Stack::start("gw-search-flood");
+    let admin = s.admin();
+    let lamp = s.product(&admin, "Lamp", 1999, 5);
+    // Every search misses its deadline (1 ms); reads by id keep the upstream's 3 s. One client
+    // sends all of it: the per-client limit is out of the way.
+    let text = set_limit(
+        &s.config(),
+        "default",
+        "rate = 100000\nper = \"1s\"\nburst = 100000\nkey = \"ip\"",
+    )
+    .replacen(
+        "name = \"list-products\"",
+        "name = \"list-products\"\ntimeout = \"1ms\"",
+        1,
+    );
+    let g = start_gateway(&s.scratch, "gateway-flood", &text);
+    s.wait_ready(&g);
+    let addr = g.addr().to_string();
+    let flood: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for _ in 0..40 {
+                    let a = shop_testkit::http::request(
+                        &addr,
+                        "GET",
+                        "/api/products?q=lamp&sort=price_asc",
+                        &[],
+                        None,
+                    );
+                    statuses.push(a.map_or(0, |a| a.status));
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut reads = 0;
+    while !flood.iter().all(std::thread::JoinHandle::is_finished) {
+        call(&g, "GET", &format!("/api/products/{lamp}"), None, None).expect(200);
+        reads += 1;
+    }
+    let searches: Vec<u16> = flood.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    // The searches failed (504 while their breaker was closed, 503 once it opened; one fast
+    // enough for 1 ms may pass) ...
+    assert!(
+        searches.iter().all(|s| [200, 503, 504].contains(s)),
+        "{searches:?}"
+    );
+    assert!(searches.contains(&503), "the search breaker opened: {searches:?}");
+    // ... and every read by id in the meantime, on the same instance, was served.
+    assert!(reads > 0);
+    let m = call(&g, "GET", "/metrics", None, None).expect(200);
+    assert!(
+        m.raw.body.contains("gateway_breaker_state{policy=\"search\""),
+        "{}",
+        m.raw.body
+    );
+    let default_open = m
+        .raw
+        .body
+        .lines()
+        .any(|l| l.starts_with("gateway_breaker_state{policy=\"default\"") && !l.ends_with(" 0"));
+    assert!(
+        !default_open,
+        "reads by id have their own breakers: {}",
+        m.raw.body
+    );
+    call(&g, "GET", &format!("/api/products/{lamp}"), None, None).expect(200);
 }

@@ -30,6 +30,9 @@ use tokio::sync::{Semaphore, oneshot};
 /// concurrent writers on a slow disk while still surfacing a real deadlock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
+
 /// One schema step. Versions start at 1 and increase by one; a released migration is never
 /// edited, only followed by a new one.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +72,9 @@ pub enum DbError {
     Numbering(u32),
     #[error("the database task stopped unexpectedly: {0}")]
     Task(String),
+    /// The caller had gone before the work started (see `Db::call`).
+    #[error("the query was not run: its caller has gone")]
+    Interrupted,
     /// The batch a write was part of did not commit (its own part had succeeded); nothing of
     /// it was kept.
     #[error("the write was not committed: {reason}")]
@@ -135,6 +141,9 @@ pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
     // value-dependent plan: the LIKE searches start with `%` and partial indexes test literals.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(open)?;
+    // Room for every statement shape a service runs (a list's filters and sorts make dozens),
+    // so the cache keeps them prepared instead of evicting each other.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -316,6 +325,11 @@ impl Db {
             .map_err(|_| E::from(DbError::Task("the pool is closed".to_owned())))?;
         let inner = Arc::clone(&self.inner);
         let span = tracing::Span::current();
+        let armed = Interrupter::default();
+        let mut guard = CallerGuard {
+            interrupter: armed.clone(),
+            finished: false,
+        };
         let joined = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let conn = inner
@@ -331,12 +345,19 @@ impl Db {
                 pool: &inner.idle,
             };
             let out = match conn.conn.as_ref() {
-                Some(c) => span.in_scope(|| f(c)),
+                Some(c) if armed.arm(c) => {
+                    let out = span.in_scope(|| f(c));
+                    armed.disarm();
+                    out
+                }
+                Some(_) => return Err(DbError::Interrupted),
                 None => return Err(DbError::Task("connection vanished".to_owned())),
             };
             Ok::<_, DbError>(out)
         })
         .await;
+        // Finished: nothing left to stop. (Dropped before this line, the guard stops the work.)
+        guard.finished = true;
         match joined {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => Err(E::from(e)),
@@ -366,6 +387,60 @@ impl Db {
         match lent.conn.as_ref() {
             Some(c) => f(c),
             None => Err(E::from(DbError::Task("connection vanished".to_owned()))),
+        }
+    }
+}
+
+/// What a running scan's caller and its blocking task share.
+#[derive(Default)]
+struct Watch {
+    handle: Option<rusqlite::InterruptHandle>,
+    gone: bool,
+}
+
+/// Stops a scan whose caller has gone: when the future of [`Db::call`] is dropped (the client
+/// cancelled, a deadline passed), the statement running for it is interrupted (its closure
+/// ends with SQLITE_INTERRUPT), and a closure that has not started yet does not start. The
+/// blocking task disarms it, under the same lock, before the connection goes back to the pool,
+/// so an interrupt never reaches another caller's statement.
+#[derive(Clone, Default)]
+struct Interrupter(Arc<Mutex<Watch>>);
+
+impl Interrupter {
+    /// Before the closure runs; false when its caller has already gone.
+    fn arm(&self, conn: &Connection) -> bool {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if w.gone {
+            return false;
+        }
+        w.handle = Some(conn.get_interrupt_handle());
+        true
+    }
+
+    fn disarm(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).handle.take();
+    }
+
+    fn caller_gone(&self) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        w.gone = true;
+        if let Some(handle) = w.handle.take() {
+            handle.interrupt();
+            tracing::info!("query interrupted: its caller has gone");
+        }
+    }
+}
+
+/// Held by the caller of [`Db::call`]: dropped before the call finished, it stops the work.
+struct CallerGuard {
+    interrupter: Interrupter,
+    finished: bool,
+}
+
+impl Drop for CallerGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.interrupter.caller_gone();
         }
     }
 }
@@ -621,5 +696,31 @@ mod tests {
                 .unwrap();
             assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_whose_caller_has_gone_is_interrupted() {
+        let path = scratch("interrupt.db");
+        let db = Db::open(&path, &[V1], 1).unwrap();
+        // Hours of counting, if nothing stops it.
+        let endless = db.call(|c| {
+            Ok::<i64, DbError>(c.query_row(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1e12) SELECT count(*) FROM n",
+                [],
+                |r| r.get(0),
+            )?)
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), endless)
+                .await
+                .is_err(),
+            "still counting when its caller gave up"
+        );
+        // The only connection is free again because the count stopped, not because it ended.
+        let next = db.call(|c| Ok::<i64, DbError>(c.query_row("SELECT 7", [], |r| r.get(0))?));
+        let answer = tokio::time::timeout(Duration::from_secs(30), next)
+            .await
+            .expect("the abandoned scan still holds the connection");
+        assert_eq!(answer.unwrap(), 7);
     }
 }

@@ -2,6 +2,7 @@
 //! fields must follow. Pure functions: no I/O, so every rule is unit-tested here.
 
 use crate::error::Error;
+use crate::search::{self, Position, Query};
 
 pub const NAME_MAX: usize = 200;
 pub const DESCRIPTION_MAX: usize = 5_000;
@@ -16,8 +17,14 @@ pub const QUERY_MAX: usize = 100;
 /// Ids per BatchGetProducts and lines per reservation: an order has at most 50 lines.
 pub const BATCH_MAX: usize = 100;
 pub const QUANTITY_MAX: i64 = 1_000_000;
-/// The trigram tokenizer indexes runs of three characters; shorter search terms use LIKE.
-pub const TRIGRAM: usize = 3;
+/// `page` reaches at most this many products deep; deeper lists follow `next_page_token`, whose
+/// cost does not grow with depth.
+pub const PAGE_DEPTH_MAX: i64 = 10_000;
+/// Counting stops here: `total` is exact up to this many matches and a lower bound beyond.
+pub const TOTAL_CAP: i64 = 1_000;
+/// The same for searches, where counting a rare combination of words means reading far down
+/// the index: a search counts to 100.
+pub const TOTAL_CAP_SEARCH: i64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Product {
@@ -71,13 +78,13 @@ pub enum Sort {
     Relevance,
 }
 
-/// How a search query is run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Search {
-    /// Every term has at least three characters: the trigram full-text index answers, ranked.
-    FullText(Vec<String>),
-    /// Some term is shorter than a trigram: substring match with LIKE over live products.
-    Substring(Vec<String>),
+/// Where a list page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// `page`: this many products skipped (at most [`PAGE_DEPTH_MAX`]).
+    Offset(i64),
+    /// `page_token`: right after this position.
+    After(Position),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +95,10 @@ pub struct ListQuery {
     pub min_price_cents: Option<i64>,
     pub max_price_cents: Option<i64>,
     pub sort: Sort,
-    pub search: Option<Search>,
-}
-
-impl ListQuery {
-    pub fn offset(&self) -> i64 {
-        i64::from(self.page - 1) * i64::from(self.page_size)
-    }
+    pub search: Option<Query>,
+    pub start: Start,
+    /// What this list's page tokens are tied to (see [`search::fingerprint`]).
+    pub list: u32,
 }
 
 pub fn check_name(name: &str) -> Result<String, Error> {
@@ -191,6 +195,7 @@ pub struct ListParams<'a> {
     pub max_price_cents: Option<i64>,
     pub sort: &'a str,
     pub q: &'a str,
+    pub page_token: &'a str,
 }
 
 pub fn check_list(p: ListParams<'_>) -> Result<ListQuery, Error> {
@@ -206,38 +211,17 @@ pub fn check_list(p: ListParams<'_>) -> Result<ListQuery, Error> {
         ));
     }
     let category = check_category(p.category)?;
-    for (field, v) in [
-        ("min_price_cents", p.min_price_cents),
-        ("max_price_cents", p.max_price_cents),
-    ] {
-        if let Some(v) = v
-            && v < 0
-        {
-            return Err(Error::invalid(field, format!("must be 0 or more, got {v}")));
-        }
-    }
-    if let (Some(min), Some(max)) = (p.min_price_cents, p.max_price_cents)
-        && min > max
-    {
-        return Err(Error::invalid(
-            "min_price_cents",
-            format!("must not exceed max_price_cents ({min} > {max})"),
-        ));
-    }
+    check_prices(p.min_price_cents, p.max_price_cents)?;
     let search = check_query(p.q)?;
-    let sort = match (p.sort, &search) {
-        ("", Some(_)) | ("relevance", Some(_)) => Sort::Relevance,
-        ("", None) | ("newest", _) => Sort::Newest,
-        ("price_asc", _) => Sort::PriceAsc,
-        ("price_desc", _) => Sort::PriceDesc,
-        ("relevance", None) => return Err(Error::invalid("sort", "relevance needs a search query q")),
-        (other, _) => {
-            return Err(Error::invalid(
-                "sort",
-                format!("must be newest, price_asc, price_desc or relevance, got {other:?}"),
-            ));
-        }
-    };
+    let sort = check_sort(p.sort, search.is_some())?;
+    let price = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let list = search::fingerprint(&[
+        search.as_ref().map_or("", Query::normal),
+        &category.to_lowercase(),
+        &price(p.min_price_cents),
+        &price(p.max_price_cents),
+    ]);
+    let start = check_start(p.page, page, page_size, p.page_token, list, sort)?;
     Ok(ListQuery {
         page,
         page_size,
@@ -246,12 +230,75 @@ pub fn check_list(p: ListParams<'_>) -> Result<ListQuery, Error> {
         max_price_cents: p.max_price_cents,
         sort,
         search,
+        start,
+        list,
     })
 }
 
-/// Splits a search query into terms and picks how to run it. Everything in `q` is plain text:
+fn check_prices(min: Option<i64>, max: Option<i64>) -> Result<(), Error> {
+    for (field, v) in [("min_price_cents", min), ("max_price_cents", max)] {
+        if let Some(v) = v
+            && v < 0
+        {
+            return Err(Error::invalid(field, format!("must be 0 or more, got {v}")));
+        }
+    }
+    if let (Some(min), Some(max)) = (min, max)
+        && min > max
+    {
+        return Err(Error::invalid(
+            "min_price_cents",
+            format!("must not exceed max_price_cents ({min} > {max})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_sort(sort: &str, searching: bool) -> Result<Sort, Error> {
+    match (sort, searching) {
+        ("", true) | ("relevance", true) => Ok(Sort::Relevance),
+        ("", false) | ("newest", _) => Ok(Sort::Newest),
+        ("price_asc", _) => Ok(Sort::PriceAsc),
+        ("price_desc", _) => Ok(Sort::PriceDesc),
+        ("relevance", false) => Err(Error::invalid("sort", "relevance needs a search query q")),
+        (other, _) => Err(Error::invalid(
+            "sort",
+            format!("must be newest, price_asc, price_desc or relevance, got {other:?}"),
+        )),
+    }
+}
+
+/// `page` (bounded in depth) or `page_token`, never both.
+fn check_start(
+    asked_page: Option<i32>,
+    page: i32,
+    page_size: i32,
+    token: &str,
+    list: u32,
+    sort: Sort,
+) -> Result<Start, Error> {
+    if !token.is_empty() {
+        if asked_page.is_some() {
+            return Err(Error::invalid("page", "give page or page_token, not both"));
+        }
+        return Ok(Start::After(search::read_page_token(token, list, sort)?));
+    }
+    let offset = i64::from(page - 1) * i64::from(page_size);
+    if offset >= PAGE_DEPTH_MAX {
+        return Err(Error::invalid(
+            "page",
+            format!(
+                "reaches {offset} products deep; page goes to {PAGE_DEPTH_MAX}, \
+                 beyond that follow next_page_token"
+            ),
+        ));
+    }
+    Ok(Start::Offset(offset))
+}
+
+/// The search query, if `q` has anything to search for. Everything in `q` is plain text:
 /// quotes, `*`, `%`, parentheses and the like carry no meaning.
-pub fn check_query(q: &str) -> Result<Option<Search>, Error> {
+pub fn check_query(q: &str) -> Result<Option<Query>, Error> {
     let q = q.trim();
     if q.chars().count() > QUERY_MAX {
         return Err(Error::invalid(
@@ -262,39 +309,7 @@ pub fn check_query(q: &str) -> Result<Option<Search>, Error> {
     if q.chars().any(char::is_control) {
         return Err(Error::invalid("q", "must not contain control characters"));
     }
-    let terms: Vec<String> = q.split_whitespace().map(str::to_owned).collect();
-    if terms.is_empty() {
-        return Ok(None);
-    }
-    if terms.iter().all(|t| t.chars().count() >= TRIGRAM) {
-        Ok(Some(Search::FullText(terms)))
-    } else {
-        Ok(Some(Search::Substring(terms)))
-    }
-}
-
-/// The FTS5 query for full-text terms: each term a quoted phrase (so no FTS operator syntax
-/// survives), all required.
-pub fn fts_query(terms: &[String]) -> String {
-    terms
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(" AND ")
-}
-
-/// A LIKE pattern matching `term` anywhere, with `%`, `_` and the escape `\` taken literally.
-pub fn like_pattern(term: &str) -> String {
-    let mut out = String::with_capacity(term.len() + 2);
-    out.push('%');
-    for c in term.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
+    Query::parse(q)
 }
 
 /// Checks reservation lines: 1 to [`BATCH_MAX`] lines, distinct products, positive quantities.
@@ -443,31 +458,50 @@ mod tests {
     }
 
     #[test]
-    fn queries_pick_full_text_or_substring() {
+    fn queries_and_pages() {
         assert_eq!(check_query("  ").unwrap(), None);
-        assert_eq!(
-            check_query("iphone 15").unwrap(),
-            Some(Search::Substring(vec!["iphone".into(), "15".into()]))
-        );
-        assert_eq!(
-            check_query("苹果手机").unwrap(),
-            Some(Search::FullText(vec!["苹果手机".into()]))
-        );
-        assert_eq!(
-            check_query("手机").unwrap(),
-            Some(Search::Substring(vec!["手机".into()]))
-        );
-        assert_eq!(
-            check_query("iphone pro").unwrap(),
-            Some(Search::FullText(vec!["iphone".into(), "pro".into()]))
-        );
+        assert!(check_query("!?*").unwrap().unwrap().matches_nothing());
+        assert!(check_query("手机").unwrap().is_some());
         assert!(check_query(&"q".repeat(101)).is_err());
-    }
-
-    #[test]
-    fn search_text_is_never_syntax() {
-        assert_eq!(fts_query(&["a\"b".into(), "c*)".into()]), r#""a""b" AND "c*)""#);
-        assert_eq!(like_pattern(r"50%_off\"), r"%50\%\_off\\%");
+        let deep = ListParams {
+            page: Some(1_001),
+            ..Default::default()
+        };
+        assert_eq!(field(check_list(deep).unwrap_err()), "page");
+        let both = ListParams {
+            page: Some(2),
+            page_token: "1.n.0.5.5.00000000",
+            ..Default::default()
+        };
+        assert_eq!(field(check_list(both).unwrap_err()), "page");
+        let foreign = ListParams {
+            page_token: "1.n.0.5.5.00000000",
+            ..Default::default()
+        };
+        assert_eq!(field(check_list(foreign).unwrap_err()), "page_token");
+        let first = check_list(ListParams::default()).unwrap();
+        let token = search::page_token(
+            first.list,
+            Sort::Newest,
+            Position {
+                tier: 0,
+                key: 9,
+                id: 3,
+            },
+        );
+        let next = check_list(ListParams {
+            page_token: &token,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            next.start,
+            Start::After(Position {
+                tier: 0,
+                key: 9,
+                id: 3
+            })
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{self, Changes, Line, ListParams, Product};
 use crate::error::Error;
+use crate::listing;
 use crate::store::{self, Released};
 
 pub struct ProductApi {
@@ -115,14 +116,17 @@ impl pb::product_service_server::ProductService for ProductApi {
             max_price_cents: r.max_price_cents,
             sort: &r.sort,
             q: &r.q,
+            page_token: &r.page_token,
         })?;
         let (page, page_size) = (query.page, query.page_size);
-        let (products, total) = self.db.call(move |c| store::list(c, &query)).await?;
+        let found = self.db.call(move |c| listing::list(c, &query)).await?;
         Ok(Response::new(pb::ListProductsResponse {
-            products: products.into_iter().map(to_pb).collect(),
-            total,
+            products: found.products.into_iter().map(to_pb).collect(),
+            total: found.total,
             page,
             page_size,
+            total_is_lower_bound: found.total_is_lower_bound,
+            next_page_token: found.next_page_token.unwrap_or_default(),
         }))
     }
 

@@ -12,6 +12,8 @@ pub mod domain;
 pub mod error;
 pub mod generate;
 pub mod grpc;
+pub mod listing;
+pub mod search;
 pub mod seed;
 pub mod store;
 
@@ -20,6 +22,8 @@ use std::sync::Arc;
 
 use shop_kit::db::{Db, DbError};
 use shop_kit::serve;
+
+use crate::error::Error as ProductError;
 use shop_proto::product::v1::product_service_server::ProductServiceServer;
 use tokio::net::TcpListener;
 
@@ -47,6 +51,38 @@ pub enum RunError {
     Serve(#[from] serve::ServeError),
 }
 
+/// Indexes for search the products a database from before search migration 3 holds, in
+/// batches through the writer, before the service says it is ready.
+async fn backfill(db: &Db) -> Result<(), RunError> {
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    loop {
+        let moved = db
+            .write(listing::backfill_batch)
+            .await
+            .map_err(|e: ProductError| RunError::Setup(format!("search backfill: {e}")))?;
+        if moved == 0 {
+            break;
+        }
+        done += moved;
+        tracing::info!(ids = done, "indexing existing products for search");
+    }
+    if done > 0 {
+        db.write(|c| {
+            c.execute_batch("INSERT INTO product_search (product_search) VALUES ('optimize')")
+                .map_err(|e| ProductError::from(DbError::from(e)))
+        })
+        .await
+        .map_err(|e| RunError::Setup(format!("search backfill: {e}")))?;
+        tracing::info!(
+            ids = done,
+            seconds = started.elapsed().as_secs_f64(),
+            "search index filled"
+        );
+    }
+    Ok(())
+}
+
 /// Opens the database and serves on `listener` until `shutdown` resolves and calls in flight
 /// have finished.
 pub async fn run(
@@ -60,6 +96,7 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Setup(format!("start-up task failed: {e}")))??
     };
+    backfill(&db).await?;
     let verifier = config.tokens.verifier(&config.common)?;
     let api = grpc::ProductApi {
         db,

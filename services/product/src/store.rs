@@ -11,11 +11,10 @@
 //! stock now + units held or committed by reservations = units set by admins (create + admin_set)
 //! ```
 
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use shop_kit::db::Migration;
 
-use crate::domain::{Changes, Line, ListQuery, NewProduct, Product, Search, Sort, fts_query, like_pattern};
+use crate::domain::{Changes, Line, NewProduct, Product};
 use crate::error::Error;
 
 /// The schema, step by step. Never edit a released step; add the next one.
@@ -90,14 +89,47 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX stock_moves_product ON stock_moves (product_id);
         ",
     },
+    Migration {
+        version: 3,
+        name: "search at shop size",
+        sql: "
+            -- The trigram index could not serve one- and two-character Chinese terms (they fell
+            -- back to LIKE, a full scan) and could not rank. product_search holds terms made in
+            -- Rust (search.rs): words, and Chinese as single characters and pairs. It keeps no
+            -- copy of the text (contentless); rows are kept in step by the writes in store.rs
+            -- and filled for existing products by listing::backfill at start.
+            DROP TRIGGER products_fts_insert;
+            DROP TRIGGER products_fts_delete;
+            DROP TRIGGER products_fts_update;
+            DROP TABLE products_fts;
+            CREATE VIRTUAL TABLE product_search USING fts5(
+                name_terms, desc_terms, tokenize = 'ascii', prefix = '2 3 4 5', content = '', contentless_delete = 1
+            );
+            -- Products that existed before this migration are indexed by listing::backfill, in
+            -- batches: ids up to indexed_upto are done, up to target is the work.
+            CREATE TABLE search_backfill (
+                id           INTEGER PRIMARY KEY CHECK (id = 1),
+                indexed_upto INTEGER NOT NULL,
+                target       INTEGER NOT NULL
+            ) STRICT;
+            INSERT INTO search_backfill (id, indexed_upto, target)
+                VALUES (1, 0, (SELECT coalesce(max(id), 0) FROM products));
+            -- Pages by position: the sort keys with the id, for every list shape.
+            DROP INDEX products_live_category;
+            CREATE INDEX products_live_category ON products (category COLLATE NOCASE, created_at DESC, id DESC)
+                WHERE deleted_at IS NULL;
+            CREATE INDEX products_live_category_price ON products (category COLLATE NOCASE, price_cents, id)
+                WHERE deleted_at IS NULL;
+        ",
+    },
 ];
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "p.id, p.name, p.description, p.price_cents, p.stock, p.category, p.created_at, p.updated_at";
 /// The same columns for `RETURNING`, which cannot name a table alias.
 const RETURNING: &str = "id, name, description, price_cents, stock, category, created_at, updated_at";
 
-fn product_from_row(r: &Row<'_>) -> rusqlite::Result<Product> {
+pub(crate) fn product_from_row(r: &Row<'_>) -> rusqlite::Result<Product> {
     Ok(Product {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -142,6 +174,7 @@ pub fn create(conn: &Connection, new: &NewProduct, now: i64) -> Result<Product, 
         product_from_row,
     )?;
     record_move(conn, product.id, new.stock, "create", None, now)?;
+    crate::listing::index(conn, product.id, &product.name, &product.description)?;
     Ok(product)
 }
 
@@ -152,71 +185,6 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Product>, Error> {
          FROM products p WHERE p.id = ?1 AND p.deleted_at IS NULL",
     )?;
     Ok(stmt.query_row([id], product_from_row).optional()?)
-}
-
-/// One page of live products and the number of matches over all pages.
-pub fn list(conn: &Connection, q: &ListQuery) -> Result<(Vec<Product>, i64), Error> {
-    let mut from = "products p".to_owned();
-    let mut filters = vec!["p.deleted_at IS NULL".to_owned()];
-    let mut args: Vec<Sql> = Vec::new();
-    let mut relevance = "p.created_at DESC, p.id DESC".to_owned();
-
-    match &q.search {
-        Some(Search::FullText(terms)) => {
-            from = "products_fts JOIN products p ON p.id = products_fts.rowid".to_owned();
-            args.push(Sql::Text(fts_query(terms)));
-            filters.push(format!("products_fts MATCH ?{}", args.len()));
-            relevance = "products_fts.rank, p.id DESC".to_owned();
-        }
-        Some(Search::Substring(terms)) => {
-            for term in terms {
-                args.push(Sql::Text(like_pattern(term)));
-                let n = args.len();
-                filters.push(format!(
-                    "(p.name LIKE ?{n} ESCAPE '\\' OR p.description LIKE ?{n} ESCAPE '\\')"
-                ));
-            }
-            // Names that contain the first term come before descriptions that do.
-            relevance = "(p.name LIKE ?1 ESCAPE '\\') DESC, p.created_at DESC, p.id DESC".to_owned();
-        }
-        None => {}
-    }
-    if let Some(category) = &q.category {
-        args.push(Sql::Text(category.clone()));
-        filters.push(format!("p.category = ?{} COLLATE NOCASE", args.len()));
-    }
-    if let Some(min) = q.min_price_cents {
-        args.push(Sql::Integer(min));
-        filters.push(format!("p.price_cents >= ?{}", args.len()));
-    }
-    if let Some(max) = q.max_price_cents {
-        args.push(Sql::Integer(max));
-        filters.push(format!("p.price_cents <= ?{}", args.len()));
-    }
-    let filter = filters.join(" AND ");
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {from} WHERE {filter}"),
-        params_from_iter(args.iter()),
-        |r| r.get(0),
-    )?;
-
-    let order = match q.sort {
-        Sort::Newest => "p.created_at DESC, p.id DESC",
-        Sort::PriceAsc => "p.price_cents ASC, p.id ASC",
-        Sort::PriceDesc => "p.price_cents DESC, p.id DESC",
-        Sort::Relevance => relevance.as_str(),
-    };
-    args.push(Sql::Integer(i64::from(q.page_size)));
-    let limit = args.len();
-    args.push(Sql::Integer(q.offset()));
-    let offset = args.len();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset}"
-    ))?;
-    let products = stmt
-        .query_map(params_from_iter(args.iter()), product_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((products, total))
 }
 
 pub fn update(conn: &Connection, id: i64, c: &Changes, now: i64) -> Result<Product, Error> {
@@ -238,6 +206,9 @@ pub fn update(conn: &Connection, id: i64, c: &Changes, now: i64) -> Result<Produ
     if product.stock != before.stock {
         record_move(conn, id, product.stock - before.stock, "admin_set", None, now)?;
     }
+    if product.name != before.name || product.description != before.description {
+        crate::listing::index(conn, id, &product.name, &product.description)?;
+    }
     Ok(product)
 }
 
@@ -247,6 +218,9 @@ pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<bool, Error> 
         "UPDATE products SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
         params![id, now],
     )?;
+    if n == 1 {
+        crate::listing::unindex(conn, id)?;
+    }
     Ok(n == 1)
 }
 

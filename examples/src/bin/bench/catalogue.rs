@@ -31,6 +31,25 @@ const SHAPES: &[(&str, &str)] = &[
     ("page=4000", "/api/products?page=4000"),
 ];
 
+/// Pages of 100 followed before measuring a deep `page_token`.
+const DEEP_PAGES: u64 = 400;
+
+/// Follows `next_page_token` through `pages` pages of 100 from the first; the token after them.
+fn deep_token(c: &Catalogue, pages: u64) -> Result<String, String> {
+    let mut path = "/api/products?page_size=100".to_owned();
+    let mut token = String::new();
+    for _ in 0..pages {
+        let (status, body) = shop::http(&c.gateway.addr, "GET", &path, None, None)?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}"))?;
+        token = v["next_page_token"].as_str().unwrap_or_default().to_owned();
+        if token.is_empty() {
+            return Err(format!("the list ended before {pages} pages"));
+        }
+        path = format!("/api/products?page_size=100&page_token={token}");
+    }
+    Ok(token)
+}
+
 /// Clients at once, as the issue measures.
 const CLIENTS: usize = 8;
 
@@ -59,6 +78,13 @@ pub fn run(bin: &Path, sizes: &[u64], seconds: u64) -> Result<(), String> {
             let path = path.replace("{mid}", &(size / 2).to_string());
             shape(&c, name, &path, seconds)?;
         }
+        let deep = deep_token(&c, DEEP_PAGES)?;
+        shape(
+            &c,
+            &format!("page_token {} products deep", DEEP_PAGES * 100),
+            &format!("/api/products?page_token={deep}"),
+            seconds,
+        )?;
         let rss = procs::rss_kib(c.product.pid()) / 1024;
         println!();
         println!("product service RSS after the run: {rss} MiB");

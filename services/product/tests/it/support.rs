@@ -20,11 +20,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(name: &str) -> Harness {
-        Self::start_with(name, |_| {})
+        Self::start_with(name, |_, _| {})
     }
 
-    /// Starts the service after `prepare` ran with the data folder (e.g. to seed it).
-    pub fn start_with(name: &str, prepare: impl FnOnce(&Launch)) -> Harness {
+    /// Starts the service after `prepare` ran with its settings and data folder (e.g. to seed
+    /// it).
+    pub fn start_with(name: &str, prepare: impl FnOnce(&Launch, &std::path::Path)) -> Harness {
         let scratch = Scratch::new(name);
         let data = scratch.join("data");
         let mint = TokenMint::create(&data.join("keys"));
@@ -33,7 +34,7 @@ impl Harness {
             .arg(data.to_str().unwrap())
             .arg("--consul")
             .arg("");
-        prepare(&settings);
+        prepare(&settings, &data);
         let launch = settings.arg("--port").arg("0");
         let process = launch.start();
         Harness {
