@@ -1,7 +1,7 @@
 //! One request's way through the gateway: request id, CORS, the gateway's own endpoints, route
-//! match, auth policy, rate limit, body (size-limited, time-limited, JSON only), JSON to
-//! protobuf, the upstream call with its deadline and metadata, protobuf to JSON, gRPC status to
-//! HTTP status, the counters and one access-log line. Everything a route needs was resolved when
+//! match, auth policy, rate limit, body (size-limited, time-limited, JSON only), JSON (with the
+//! headers and raw body a route binds) to protobuf, the upstream call with its deadline and
+//! metadata, protobuf to JSON, gRPC status to HTTP status, the counters and one access-log line. Everything a route needs was resolved when
 //! its configuration loaded (`loaded::Plan`); a request looks nothing up by name.
 
 use std::net::SocketAddr;
@@ -152,10 +152,10 @@ impl Loaded {
         let who = self.authorize(plan, req.headers())?;
         self.take_token(plan, who.as_ref(), peer, req.headers(), trace)?;
         let metadata = metadata(req.headers(), request_id)?;
-        let query = req.uri().query().map(str::to_owned);
-        let body = self.read_body(req).await?;
-        let message =
-            transcode::request(&plan.route, &params, query.as_deref(), &body).map_err(Refusal::BadRequest)?;
+        let (head, body) = req.into_parts();
+        let body = self.read_body(&head.headers, body).await?;
+        let message = transcode::request(&plan.route, &params, head.uri.query(), &head.headers, &body)
+            .map_err(Refusal::BadRequest)?;
         let call = Call {
             path: plan.grpc_path.clone(),
             output: plan.route.rpc.output(),
@@ -260,21 +260,20 @@ impl Loaded {
     /// The body, refused with 413 past `max_body_bytes` (by its declared length before reading
     /// anything, or while reading), with 415 when its `Content-Type` says it is something else
     /// than JSON, and with 408 when it has not all arrived within `body_timeout`.
-    async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, Refusal>
+    async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, Refusal>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = self.config().max_body_bytes;
-        let declared = req
-            .headers()
+        let declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(Refusal::TooLarge { limit });
         }
-        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        if let Some(ct) = headers.get(CONTENT_TYPE) {
             let text = ct.to_str().unwrap_or("");
             let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             // `curl -d` labels JSON as a form unless told otherwise; the body is parsed as JSON
@@ -288,7 +287,7 @@ impl Loaded {
         }
         let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
         let after = self.config().body_timeout;
-        let collected = tokio::time::timeout(after, Limited::new(req.into_body(), limit_usize).collect())
+        let collected = tokio::time::timeout(after, Limited::new(body, limit_usize).collect())
             .await
             .map_err(|_| Refusal::BodyTimeout { after })?;
         match collected {

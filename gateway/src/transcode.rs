@@ -1,11 +1,14 @@
 //! JSON to protobuf and back, driven by the descriptors: the request message is built from the
-//! route's path parameters, the query string and the JSON body (as the route binds them), and the
-//! reply is written as JSON with the proto field names and 64-bit integers as numbers.
+//! route's path parameters, the query string, the request headers it binds and the body (JSON, or
+//! the raw bytes into one field, as the route binds it), and the reply is written as JSON with the
+//! proto field names and 64-bit integers as numbers.
 //!
-//! Input is strict: an unknown field, a value of the wrong type, a parameter given twice or a
-//! body where none belongs is refused with a message that names the field or parameter.
+//! Input is strict: an unknown field, a value of the wrong type, a parameter or header given
+//! twice, a field given in two places or a body where none belongs is refused with a message that
+//! names the field, parameter or header.
 
 use bytes::Bytes;
+use http::HeaderMap;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
     SerializeOptions, Value,
@@ -22,43 +25,11 @@ pub fn request(
     route: &Route,
     params: &[(String, String)],
     query: Option<&str>,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<DynamicMessage, String> {
     let input = route.input();
-    let has_body = !body.iter().all(u8::is_ascii_whitespace);
-    let mut msg = match &route.body {
-        Body::None => {
-            if has_body {
-                return Err(format!(
-                    "{} {} takes no request body",
-                    route.method,
-                    route.template.as_str()
-                ));
-            }
-            DynamicMessage::new(input.clone())
-        }
-        Body::Whole => {
-            if !has_body {
-                return Err("a JSON object is required as the request body".to_owned());
-            }
-            parse_body(&input, body)?
-        }
-        Body::Field(name) => {
-            let mut msg = DynamicMessage::new(input.clone());
-            if has_body {
-                let field = input
-                    .get_field_by_name(name)
-                    .ok_or_else(|| format!("the route binds the body to {name}, which is gone"))?;
-                let Kind::Message(inner) = field.kind() else {
-                    return Err(format!(
-                        "the route binds the body to {name}, which is not a message"
-                    ));
-                };
-                msg.set_field(&field, Value::Message(parse_body(&inner, body)?));
-            }
-            msg
-        }
-    };
+    let mut msg = from_body(route, &input, body)?;
 
     for (name, text) in params {
         let field = input
@@ -72,14 +43,113 @@ pub fn request(
         }
         msg.set_field(&field, value);
     }
+    bind_headers(&mut msg, route, headers)?;
 
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         if route.body == Body::Whole {
             return Err("this route takes its input from the body, not from query parameters".to_owned());
         }
-        bind_query(&mut msg, &input, params, query)?;
+        bind_query(&mut msg, route, params, query)?;
     }
     Ok(msg)
+}
+
+/// The message as the route's body binding starts it: empty (and no body allowed), parsed from
+/// the JSON body, with the JSON body in one message field, or with the body's bytes, exactly as
+/// received, in one field (an empty body leaves it empty).
+fn from_body(route: &Route, input: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, String> {
+    let has_json = || !body.iter().all(u8::is_ascii_whitespace);
+    match &route.body {
+        Body::None => {
+            if has_json() {
+                return Err(format!(
+                    "{} {} takes no request body",
+                    route.method,
+                    route.template.as_str()
+                ));
+            }
+            Ok(DynamicMessage::new(input.clone()))
+        }
+        Body::Whole => {
+            if !has_json() {
+                return Err("a JSON object is required as the request body".to_owned());
+            }
+            parse_body(input, body)
+        }
+        Body::Field(name) => {
+            let mut msg = DynamicMessage::new(input.clone());
+            if has_json() {
+                let field = input
+                    .get_field_by_name(name)
+                    .ok_or_else(|| format!("the route binds the body to {name}, which is gone"))?;
+                let Kind::Message(inner) = field.kind() else {
+                    return Err(format!(
+                        "the route binds the body to {name}, which is not a message"
+                    ));
+                };
+                msg.set_field(&field, Value::Message(parse_body(&inner, body)?));
+            }
+            Ok(msg)
+        }
+        Body::Raw(name) => {
+            let mut msg = DynamicMessage::new(input.clone());
+            if !body.is_empty() {
+                let field = input
+                    .get_field_by_name(name)
+                    .ok_or_else(|| format!("the route binds the body to {name}, which is gone"))?;
+                msg.set_field(&field, raw_value(&field, body)?);
+            }
+            Ok(msg)
+        }
+    }
+}
+
+/// The body's bytes as the value of the field `raw_body` names: as they are for `bytes`, as text
+/// for `string` (then they must be UTF-8).
+fn raw_value(field: &FieldDescriptor, body: &[u8]) -> Result<Value, String> {
+    match field.kind() {
+        Kind::Bytes => Ok(Value::Bytes(Bytes::copy_from_slice(body))),
+        Kind::String => std::str::from_utf8(body)
+            .map(|text| Value::String(text.to_owned()))
+            .map_err(|_| {
+                format!(
+                    "the request body is not valid UTF-8; this route takes it as the text field {}",
+                    field.name()
+                )
+            }),
+        _ => Err(format!(
+            "the route binds the body to {}, which is not bytes or a string",
+            field.name()
+        )),
+    }
+}
+
+/// The route's header bindings fill their fields, parsed as path parameters are; an absent
+/// header leaves its field unset. The field is the header's alone: a JSON body may not set it
+/// (nor may the query, see [`taken`]). Routes without header bindings skip this at once.
+fn bind_headers(msg: &mut DynamicMessage, route: &Route, headers: &HeaderMap) -> Result<(), String> {
+    for b in &route.headers {
+        if msg.has_field(&b.field) {
+            return Err(format!(
+                "{} is taken from the {} header; leave it out of the body",
+                b.field.name(),
+                b.header
+            ));
+        }
+        let mut values = headers.get_all(&b.header).iter();
+        let Some(value) = values.next() else {
+            continue;
+        };
+        if values.next().is_some() {
+            return Err(format!("header {} is given more than once", b.header));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| format!("header {} must be visible ASCII text", b.header))?;
+        let value = scalar(&b.field, text).map_err(|why| format!("header {}: {why}", b.header))?;
+        msg.set_field(&b.field, value);
+    }
+    Ok(())
 }
 
 /// The reply message as JSON bytes.
@@ -214,13 +284,14 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 
 /// Query parameters fill scalar fields of the request (repeated ones by repeating the
 /// parameter). Unknown parameters, parameters that repeat a single field and parameters for
-/// fields the path already set are refused.
+/// fields the path, a header or the raw body set are refused.
 fn bind_query(
     msg: &mut DynamicMessage,
-    input: &MessageDescriptor,
+    route: &Route,
     params: &[(String, String)],
     query: &str,
 ) -> Result<(), String> {
+    let input = route.input();
     let mut seen: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -230,11 +301,11 @@ fn bind_query(
         let field = input.get_field_by_name(&name).ok_or_else(|| {
             format!(
                 "unknown query parameter {name} (known: {})",
-                scalar_fields(input, params)
+                scalar_fields(route, params)
             )
         })?;
-        if params.iter().any(|(p, _)| *p == name) {
-            return Err(format!("{name} is given in the path; leave it out of the query"));
+        if let Some(refusal) = taken(route, params, &name) {
+            return Err(refusal);
         }
         if field.is_map() || matches!(field.kind(), Kind::Message(_)) {
             return Err(format!("{name} cannot be set from the query"));
@@ -255,11 +326,29 @@ fn bind_query(
     Ok(())
 }
 
-fn scalar_fields(input: &MessageDescriptor, params: &[(String, String)]) -> String {
-    input
+/// Where else than the query the route takes the field `name` from, as the refusal of a query
+/// parameter naming it.
+fn taken(route: &Route, params: &[(String, String)], name: &str) -> Option<String> {
+    if params.iter().any(|(p, _)| p == name) {
+        Some(format!("{name} is given in the path; leave it out of the query"))
+    } else if let Some(b) = route.headers.iter().find(|b| b.field.name() == name) {
+        Some(format!(
+            "{name} is taken from the {} header; leave it out of the query",
+            b.header
+        ))
+    } else if matches!(&route.body, Body::Raw(f) if f == name) {
+        Some(format!("{name} is the request body; leave it out of the query"))
+    } else {
+        None
+    }
+}
+
+fn scalar_fields(route: &Route, params: &[(String, String)]) -> String {
+    route
+        .input()
         .fields()
         .filter(|f| !f.is_map() && !matches!(f.kind(), Kind::Message(_)))
-        .filter(|f| !params.iter().any(|(p, _)| p == f.name()))
+        .filter(|f| taken(route, params, f.name()).is_none())
         .map(|f| f.name().to_owned())
         .collect::<Vec<_>>()
         .join(", ")
@@ -270,7 +359,7 @@ fn form_decode(s: &str) -> Option<String> {
     percent_decode(&s.replace('+', " "))
 }
 
-/// Parses a path or query value as the field's type.
+/// Parses a path, query or header value as the field's type.
 pub fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     fn num<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
         text.parse::<T>()
@@ -307,8 +396,9 @@ pub fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Access, Body};
+    use crate::config::{Access, Body, HeaderBinding};
     use crate::router::Template;
+    use http::{HeaderName, HeaderValue};
     use prost_reflect::DescriptorPool;
     use std::time::Duration;
 
@@ -328,6 +418,7 @@ mod tests {
             upstream: "u".into(),
             rpc,
             body,
+            headers: Vec::new(),
             status: 200,
             access: Access::Public,
             timeout: Duration::from_secs(1),
@@ -335,6 +426,39 @@ mod tests {
             breaker: None,
             idempotent: false,
         }
+    }
+
+    fn none() -> HeaderMap {
+        HeaderMap::new()
+    }
+
+    /// A route with `headers` bound (header name, field name).
+    fn with_headers(mut r: Route, headers: &[(&'static str, &str)]) -> Route {
+        let input = r.input();
+        r.headers = headers
+            .iter()
+            .map(|(h, f)| HeaderBinding {
+                header: HeaderName::from_static(h),
+                field: input.get_field_by_name(f).unwrap(),
+            })
+            .collect();
+        r
+    }
+
+    /// `POST /api/payments/webhook`: `payload` (bytes) and `signature` (string).
+    fn webhook_route(body: Body) -> Route {
+        route(
+            "shop.order.v1.OrderService/HandlePaymentWebhook",
+            "POST",
+            "/api/payments/webhook",
+            body,
+        )
+    }
+
+    fn header(name: &'static str, value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append(name, HeaderValue::from_bytes(value).unwrap());
+        h
     }
 
     fn order_route() -> Route {
@@ -353,25 +477,25 @@ mod tests {
     #[test]
     fn a_client_sent_price_is_an_unknown_field_named_by_its_place() {
         let body = br#"{"items": [{"product_id": 1, "quantity": 2, "price": 1}]}"#;
-        let err = request(&order_route(), &[], None, body).unwrap_err();
+        let err = request(&order_route(), &[], None, &none(), body).unwrap_err();
         assert!(err.contains("unknown field items[0].price"), "{err}");
     }
 
     #[test]
     fn wrong_types_and_bad_json_are_named() {
         let r = order_route();
-        let err = request(&r, &[], None, br#"{"items": [{"product_id": "one"}]}"#).unwrap_err();
+        let err = request(&r, &[], None, &none(), br#"{"items": [{"product_id": "one"}]}"#).unwrap_err();
         assert!(
             err.contains("items[0].product_id: expected an integer, got a string"),
             "{err}"
         );
-        let err = request(&r, &[], None, br#"{"items": 3}"#).unwrap_err();
+        let err = request(&r, &[], None, &none(), br#"{"items": 3}"#).unwrap_err();
         assert!(err.contains("items: expected an array"), "{err}");
-        let err = request(&r, &[], None, br#"{"items": [}"#).unwrap_err();
+        let err = request(&r, &[], None, &none(), br#"{"items": [}"#).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
-        let err = request(&r, &[], None, b"[1]").unwrap_err();
+        let err = request(&r, &[], None, &none(), b"[1]").unwrap_err();
         assert!(err.contains("must be a JSON object"), "{err}");
-        let err = request(&r, &[], None, b"  ").unwrap_err();
+        let err = request(&r, &[], None, &none(), b"  ").unwrap_err();
         assert!(err.contains("required"), "{err}");
     }
 
@@ -383,13 +507,27 @@ mod tests {
             "/api/users/{id}",
             Body::Whole,
         );
-        let ok = request(&r, &[("id".into(), "7".into())], None, br#"{"full_name": "A"}"#).unwrap();
+        let ok = request(
+            &r,
+            &[("id".into(), "7".into())],
+            None,
+            &none(),
+            br#"{"full_name": "A"}"#,
+        )
+        .unwrap();
         assert_eq!(json_of(&ok)["id"], 7);
-        let err = request(&r, &[("id".into(), "abc".into())], None, br#"{"full_name": "A"}"#).unwrap_err();
+        let err = request(
+            &r,
+            &[("id".into(), "abc".into())],
+            None,
+            &none(),
+            br#"{"full_name": "A"}"#,
+        )
+        .unwrap_err();
         assert_eq!(err, r#"path parameter id: expected an integer, got "abc""#);
-        let err = request(&r, &[("id".into(), "7".into())], None, br#"{"id": 8}"#).unwrap_err();
+        let err = request(&r, &[("id".into(), "7".into())], None, &none(), br#"{"id": 8}"#).unwrap_err();
         assert!(err.contains("differs"), "{err}");
-        assert!(request(&r, &[("id".into(), "7".into())], None, br#"{"id": 7}"#).is_ok());
+        assert!(request(&r, &[("id".into(), "7".into())], None, &none(), br#"{"id": 7}"#).is_ok());
     }
 
     #[test]
@@ -400,20 +538,27 @@ mod tests {
             "/api/products",
             Body::None,
         );
-        let msg = request(&r, &[], Some("page=2&page_size=5&q=%E6%89%8B%E6%9C%BA+pro"), b"").unwrap();
+        let msg = request(
+            &r,
+            &[],
+            Some("page=2&page_size=5&q=%E6%89%8B%E6%9C%BA+pro"),
+            &none(),
+            b"",
+        )
+        .unwrap();
         let j = json_of(&msg);
         assert_eq!(j["page"], 2);
         assert_eq!(j["q"], "手机 pro");
-        let err = request(&r, &[], Some("page=x"), b"").unwrap_err();
+        let err = request(&r, &[], Some("page=x"), &none(), b"").unwrap_err();
         assert_eq!(err, r#"query parameter page: expected a 32-bit integer, got "x""#);
-        let err = request(&r, &[], Some("colour=red"), b"").unwrap_err();
+        let err = request(&r, &[], Some("colour=red"), &none(), b"").unwrap_err();
         assert!(
             err.starts_with("unknown query parameter colour (known: "),
             "{err}"
         );
-        let err = request(&r, &[], Some("page=1&page=2"), b"").unwrap_err();
+        let err = request(&r, &[], Some("page=1&page=2"), &none(), b"").unwrap_err();
         assert!(err.contains("more than once"), "{err}");
-        let err = request(&r, &[], None, b"{}").unwrap_err();
+        let err = request(&r, &[], None, &none(), b"{}").unwrap_err();
         assert!(err.contains("takes no request body"), "{err}");
     }
 
@@ -429,5 +574,100 @@ mod tests {
         assert_eq!(j["price_cents"], 9999);
         // Zero values are written, not left out: a client reads "stock": 0, not a missing key.
         assert_eq!(j["stock"], 0);
+    }
+
+    #[test]
+    fn a_raw_body_arrives_byte_exact() {
+        let r = webhook_route(Body::Raw("payload".into()));
+        for body in [
+            &b"  {\"provider_ref\": \"p-1\",\n\t\"outcome\" : \"succeeded\"}\r\n"[..],
+            b"\x00\xffnot JSON at all",
+            b"   ",
+        ] {
+            let msg = request(&r, &[], None, &none(), body).unwrap();
+            let got = msg.get_field_by_name("payload").unwrap();
+            assert_eq!(got.as_bytes().unwrap().as_ref(), body);
+            // And so it is encoded for the service.
+            let sent = prost::Message::encode_to_vec(&msg);
+            assert!(sent.windows(body.len()).any(|w| w == body));
+        }
+        let empty = request(&r, &[], None, &none(), b"").unwrap();
+        assert!(!empty.has_field_by_name("payload"));
+        // Query parameters still bind beside a raw body; the raw body's own field is not one.
+        let msg = request(&r, &[], Some("signature=s1"), &none(), b"{}").unwrap();
+        assert_eq!(json_of(&msg)["signature"], "s1");
+        let err = request(&r, &[], Some("payload=x"), &none(), b"{}").unwrap_err();
+        assert_eq!(err, "payload is the request body; leave it out of the query");
+    }
+
+    #[test]
+    fn a_raw_body_into_a_string_field_must_be_utf8() {
+        let r = webhook_route(Body::Raw("signature".into()));
+        let msg = request(&r, &[], None, &none(), " tëxt \n".as_bytes()).unwrap();
+        assert_eq!(json_of(&msg)["signature"], " tëxt \n");
+        let err = request(&r, &[], None, &none(), b"caf\xe9").unwrap_err();
+        assert_eq!(
+            err,
+            "the request body is not valid UTF-8; this route takes it as the text field signature"
+        );
+    }
+
+    #[test]
+    fn a_header_fills_its_field_and_a_missing_one_leaves_it_unset() {
+        let r = with_headers(
+            webhook_route(Body::Raw("payload".into())),
+            &[("shop-signature", "signature")],
+        );
+        let h = header("Shop-Signature", b"t=1,v1=abc def");
+        let msg = request(&r, &[], None, &h, b"{}").unwrap();
+        assert_eq!(json_of(&msg)["signature"], "t=1,v1=abc def");
+        assert_eq!(json_of(&msg)["payload"], "e30="); // base64 of {}
+        let msg = request(&r, &[], None, &none(), b"{}").unwrap();
+        assert!(!msg.has_field_by_name("signature"));
+        // The field is the header's: not from the query, not from a JSON body.
+        let err = request(&r, &[], Some("signature=x"), &h, b"{}").unwrap_err();
+        assert_eq!(
+            err,
+            "signature is taken from the shop-signature header; leave it out of the query"
+        );
+        let whole = with_headers(webhook_route(Body::Whole), &[("shop-signature", "signature")]);
+        let err = request(&whole, &[], None, &h, br#"{"signature": "forged"}"#).unwrap_err();
+        assert_eq!(
+            err,
+            "signature is taken from the shop-signature header; leave it out of the body"
+        );
+    }
+
+    #[test]
+    fn a_bad_or_repeated_header_value_is_refused_naming_the_header() {
+        let r = with_headers(
+            webhook_route(Body::Raw("payload".into())),
+            &[("shop-signature", "signature")],
+        );
+        for bad in [&b"caf\xc3\xa9"[..], b"caf\xe9"] {
+            let err = request(&r, &[], None, &header("shop-signature", bad), b"{}").unwrap_err();
+            assert_eq!(err, "header shop-signature must be visible ASCII text", "{bad:?}");
+        }
+        let mut twice = header("shop-signature", b"a");
+        twice.append("shop-signature", HeaderValue::from_static("b"));
+        let err = request(&r, &[], None, &twice, b"{}").unwrap_err();
+        assert_eq!(err, "header shop-signature is given more than once");
+    }
+
+    #[test]
+    fn a_header_bound_to_an_integer_is_parsed_like_a_path_parameter() {
+        let r = with_headers(
+            route(
+                "shop.order.v1.OrderService/GetOrder",
+                "GET",
+                "/api/orders/current",
+                Body::None,
+            ),
+            &[("x-order-id", "id")],
+        );
+        let msg = request(&r, &[], None, &header("x-order-id", b"42"), b"").unwrap();
+        assert_eq!(json_of(&msg)["id"], 42);
+        let err = request(&r, &[], None, &header("x-order-id", b"forty-two"), b"").unwrap_err();
+        assert_eq!(err, r#"header x-order-id: expected an integer, got "forty-two""#);
     }
 }

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
+use http::HeaderName;
+use prost_reflect::{DescriptorPool, FieldDescriptor, MessageDescriptor, MethodDescriptor};
 
 use shop_discovery::Policy;
 
@@ -158,15 +159,27 @@ pub enum Access {
     Admin,
 }
 
-/// Where the JSON body goes in the request message.
+/// Where the body goes in the request message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     /// No body allowed.
     None,
-    /// The whole body is the request message (path parameters are added to it).
+    /// The whole JSON body is the request message (path parameters are added to it).
     Whole,
-    /// The body is one message field of the request.
+    /// The JSON body is one message field of the request.
     Field(String),
+    /// The body exactly as received, unparsed, is one singular `bytes` or `string` field of the
+    /// request (`raw_body`): for signatures computed over the bytes sent.
+    Raw(String),
+}
+
+/// A request header bound to a field of the request message (`headers = { ... }`), resolved at
+/// load: the field is a singular scalar (not `bytes`) that nothing else binds.
+#[derive(Debug, Clone)]
+pub struct HeaderBinding {
+    /// Lower-case, as HTTP/2 sends it and `http` keeps it; matched case-insensitively.
+    pub header: HeaderName,
+    pub field: FieldDescriptor,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +190,8 @@ pub struct Route {
     pub upstream: String,
     pub rpc: MethodDescriptor,
     pub body: Body,
+    /// Header bindings; empty for most routes, which then pay nothing for them.
+    pub headers: Vec<HeaderBinding>,
     pub status: u16,
     pub access: Access,
     pub timeout: Duration,

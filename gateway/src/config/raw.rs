@@ -121,6 +121,10 @@ pub(super) struct RawRoute {
     pub(super) upstream: String,
     pub(super) rpc: String,
     pub(super) body: Option<String>,
+    /// The body as received, unparsed, into this `bytes` or `string` field (not with `body`).
+    pub(super) raw_body: Option<String>,
+    /// Request header name -> request field (`headers = { "Shop-Signature" = "signature" }`).
+    pub(super) headers: Option<BTreeMap<String, String>>,
     pub(super) status: Option<u16>,
     pub(super) auth: Option<String>,
     pub(super) timeout: Option<String>,

@@ -1,15 +1,18 @@
 //! `[[route]]` tables, checked against everything else: the RPC exists and is unary, path
-//! parameters name scalar fields of its request, the body binding fits, upstreams and policies
-//! are defined, names and paths do not collide; and where the descriptors come from.
+//! parameters and header bindings name scalar fields of its request, the body binding (JSON or
+//! raw) fits, no field is bound twice, upstreams and policies are defined, names and paths do not
+//! collide; and where the descriptors come from.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, MethodDescriptor};
+use http::HeaderName;
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 
 use super::raw::{RawDescriptors, RawRoute};
 use super::{
-    Access, Body, Breaker, DEFAULT_TIMEOUT, Limit, Problems, RESERVED_PATHS, Route, Upstream, duration,
+    Access, Body, Breaker, DEFAULT_TIMEOUT, HeaderBinding, Limit, Problems, RESERVED_PATHS, Route, Upstream,
+    duration,
 };
 use crate::router::{Template, conflicts};
 
@@ -93,17 +96,12 @@ fn route(r: &RawRoute, name: String, place: &str, defined: &Defined<'_>, p: &mut
     let rpc = defined
         .descriptors
         .and_then(|pool| resolve_rpc(pool, &r.rpc).map_err(|m| p.add(place, "rpc", m)).ok());
-    let body = match r.body.as_deref() {
-        None | Some("") => Body::None,
-        Some("*") => Body::Whole,
-        Some(f) => Body::Field(f.to_owned()),
+    let body = body(r, &method, place, p);
+    let header_names = header_names(r, place, p);
+    let headers = match (&rpc, &template) {
+        (Some(rpc), Some(t)) => check_bindings(p, place, rpc, t, &body, &header_names),
+        _ => Vec::new(),
     };
-    if body != Body::None && matches!(method.as_str(), "GET" | "DELETE") {
-        p.add(place, "body", format!("{method} routes take no body"));
-    }
-    if let (Some(rpc), Some(t)) = (&rpc, &template) {
-        check_bindings(p, place, rpc, t, &body);
-    }
     let status = r.status.unwrap_or(200);
     if !matches!(status, 200 | 201 | 204) {
         p.add(place, "status", format!("expected 200, 201 or 204, got {status}"));
@@ -143,6 +141,7 @@ fn route(r: &RawRoute, name: String, place: &str, defined: &Defined<'_>, p: &mut
         upstream: r.upstream.clone(),
         rpc: rpc?,
         body,
+        headers,
         status,
         access,
         timeout,
@@ -150,6 +149,89 @@ fn route(r: &RawRoute, name: String, place: &str, defined: &Defined<'_>, p: &mut
         breaker: r.breaker.clone(),
         idempotent: r.idempotent.unwrap_or(false),
     })
+}
+
+/// `body` or `raw_body` (not both); GET and DELETE take neither.
+fn body(r: &RawRoute, method: &str, place: &str, p: &mut Problems) -> Body {
+    let body = match (r.body.as_deref(), &r.raw_body) {
+        (None | Some(""), None) => Body::None,
+        (Some("*"), None) => Body::Whole,
+        (Some(f), None) => Body::Field(f.to_owned()),
+        (json, Some(f)) => {
+            if json.is_some() {
+                p.add(
+                    place,
+                    "raw_body",
+                    "body and raw_body both bind the body; keep one",
+                );
+            }
+            Body::Raw(f.clone())
+        }
+    };
+    let key = if matches!(body, Body::Raw(_)) {
+        "raw_body"
+    } else {
+        "body"
+    };
+    if body != Body::None && matches!(method, "GET" | "DELETE") {
+        p.add(place, key, format!("{method} routes take no body"));
+    }
+    body
+}
+
+/// Headers a route may not bind. Those about the connection rather than the request (hop-by-hop
+/// headers, framing, `host`) are not the same in HTTP/1.1 and HTTP/2, which sends none of them,
+/// so a binding would work on one and not the other. `authorization` reaches the service as
+/// metadata; a copy in a message field is a credential the service may log or store.
+const UNBINDABLE_HEADERS: [&str; 10] = [
+    "authorization",
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `headers = { "Name" = "field" }`: valid header names, each named once (names are
+/// case-insensitive), none of [`UNBINDABLE_HEADERS`]. The fields are checked with the RPC.
+fn header_names(r: &RawRoute, place: &str, p: &mut Problems) -> Vec<(HeaderName, String)> {
+    let mut names: Vec<(HeaderName, String)> = Vec::new();
+    for (name, field) in r.headers.iter().flatten() {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            p.add(
+                place,
+                "headers",
+                format!("{name:?} is not a valid HTTP header name"),
+            );
+            continue;
+        };
+        if header == http::header::AUTHORIZATION {
+            p.add(
+                place,
+                "headers",
+                format!("{name} cannot be bound: the token reaches the service as metadata"),
+            );
+        } else if UNBINDABLE_HEADERS.contains(&header.as_str()) {
+            p.add(
+                place,
+                "headers",
+                format!("{name} cannot be bound: it describes the connection, not the request"),
+            );
+        } else if names.iter().any(|(h, _)| *h == header) {
+            p.add(
+                place,
+                "headers",
+                format!("{name} is named twice (header names are case-insensitive)"),
+            );
+        } else {
+            names.push((header, field.clone()));
+        }
+    }
+    names
 }
 
 /// The proto descriptors routes are checked and transcoded with: built in, or compiled from files.
@@ -237,9 +319,19 @@ fn resolve_rpc(pool: &DescriptorPool, rpc: &str) -> Result<MethodDescriptor, Str
 }
 
 /// Path parameters must name scalar fields of the request; a body field must be a message
-/// field.
-fn check_bindings(p: &mut Problems, place: &str, rpc: &MethodDescriptor, t: &Template, body: &Body) {
+/// field, a raw body field a single `bytes` or `string` one, a header's field a single scalar
+/// other than `bytes`; no field is bound twice. Returns the header bindings, resolved.
+fn check_bindings(
+    p: &mut Problems,
+    place: &str,
+    rpc: &MethodDescriptor,
+    t: &Template,
+    body: &Body,
+    headers: &[(HeaderName, String)],
+) -> Vec<HeaderBinding> {
     let input = rpc.input();
+    // What binds each field so far, for "bound twice".
+    let mut bound: Vec<(&str, String)> = Vec::new();
     for param in t.params() {
         match input.get_field_by_name(param) {
             None => p.add(
@@ -258,26 +350,93 @@ fn check_bindings(p: &mut Problems, place: &str, rpc: &MethodDescriptor, t: &Tem
             ),
             Some(_) => {}
         }
+        bound.push((param, format!("{{{param}}} in the path")));
     }
-    if let Body::Field(name) = body {
-        match input.get_field_by_name(name) {
+    match body {
+        Body::Field(name) => match input.get_field_by_name(name) {
             Some(f) if matches!(f.kind(), Kind::Message(_)) && !f.is_list() && !f.is_map() => {}
             Some(_) => p.add(
                 place,
                 "body",
                 format!("{name} is not a message field; use body = \"*\""),
             ),
-            None => p.add(
-                place,
-                "body",
-                format!(
-                    "{name:?} is no field of {} (fields: {})",
-                    input.full_name(),
-                    field_names(&input)
+            None => p.add(place, "body", no_field(name, &input)),
+        },
+        Body::Raw(name) => {
+            match input.get_field_by_name(name) {
+                Some(f) if matches!(f.kind(), Kind::Bytes | Kind::String) && !f.is_list() => {}
+                Some(_) => p.add(
+                    place,
+                    "raw_body",
+                    format!("{name} is not a single bytes or string field"),
                 ),
-            ),
+                None => p.add(place, "raw_body", no_field(name, &input)),
+            }
+            bind_once(p, place, "raw_body", &mut bound, name, "raw_body".to_owned());
         }
+        Body::None | Body::Whole => {}
     }
+    headers
+        .iter()
+        .filter_map(|(header, name)| {
+            bind_once(p, place, "headers", &mut bound, name, format!("header {header}"));
+            header_field(p, place, &input, header, name).map(|field| HeaderBinding {
+                header: header.clone(),
+                field,
+            })
+        })
+        .collect()
+}
+
+/// The field a header binds: a single string, number, bool or enum field (what
+/// [`crate::transcode::scalar`] parses from text).
+fn header_field(
+    p: &mut Problems,
+    place: &str,
+    input: &MessageDescriptor,
+    header: &HeaderName,
+    name: &str,
+) -> Option<FieldDescriptor> {
+    let Some(f) = input.get_field_by_name(name) else {
+        p.add(place, "headers", format!("{header}: {}", no_field(name, input)));
+        return None;
+    };
+    if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_) | Kind::Bytes) {
+        p.add(
+            place,
+            "headers",
+            format!("{header} binds to {name}, which is not a single string, number, bool or enum field"),
+        );
+        return None;
+    }
+    Some(f)
+}
+
+/// Records that `by` binds `field`; a problem on `key` when something already does.
+fn bind_once<'a>(
+    p: &mut Problems,
+    place: &str,
+    key: &str,
+    bound: &mut Vec<(&'a str, String)>,
+    field: &'a str,
+    by: String,
+) {
+    match bound.iter().find(|(f, _)| *f == field) {
+        Some((_, first)) => p.add(
+            place,
+            key,
+            format!("{field} is bound twice: by {first} and by {by}"),
+        ),
+        None => bound.push((field, by)),
+    }
+}
+
+fn no_field(name: &str, input: &MessageDescriptor) -> String {
+    format!(
+        "{name:?} is no field of {} (fields: {})",
+        input.full_name(),
+        field_names(input)
+    )
 }
 
 fn field_names(m: &MessageDescriptor) -> String {

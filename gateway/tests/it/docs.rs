@@ -19,19 +19,36 @@ fn route_table() -> String {
         "| method | path | who | request | success | gRPC method |\n|---|---|---|---|---|---|\n",
     );
     for r in &config.routes {
-        let params: BTreeSet<&str> = r.template.params().collect();
+        // Fields bound by the path, a header or the raw body are not also the body's or query's.
+        let mut bound: BTreeSet<&str> = r.template.params().collect();
+        bound.extend(r.headers.iter().map(|h| h.field.name()));
+        if let Body::Raw(f) = &r.body {
+            bound.insert(f);
+        }
         let others: Vec<String> = r
             .input()
             .fields()
             .map(|f| f.name().to_owned())
-            .filter(|f| !params.contains(f.as_str()))
+            .filter(|f| !bound.contains(f.as_str()))
             .collect();
-        let request = match &r.body {
-            Body::Whole if others.is_empty() => "JSON body: `{}`".to_owned(),
-            Body::Whole => format!("JSON body: {}", code_list(&others)),
-            Body::Field(f) => format!("JSON body: the `{f}` message"),
-            Body::None if others.is_empty() => "-".to_owned(),
-            Body::None => format!("query: {}", code_list(&others)),
+        let mut parts: Vec<String> = Vec::new();
+        match &r.body {
+            Body::Whole if others.is_empty() => parts.push("JSON body: `{}`".to_owned()),
+            Body::Whole => parts.push(format!("JSON body: {}", code_list(&others))),
+            Body::Field(f) => parts.push(format!("JSON body: the `{f}` message")),
+            Body::Raw(f) => parts.push(format!("body: raw bytes into `{f}`")),
+            Body::None => {}
+        }
+        if matches!(r.body, Body::None | Body::Raw(_)) && !others.is_empty() {
+            parts.push(format!("query: {}", code_list(&others)));
+        }
+        for h in &r.headers {
+            parts.push(format!("header `{}` into `{}`", h.header, h.field.name()));
+        }
+        let request = if parts.is_empty() {
+            "-".to_owned()
+        } else {
+            parts.join("; ")
         };
         let who = match r.access {
             Access::Public => "anyone",
