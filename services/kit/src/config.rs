@@ -244,22 +244,28 @@ pub fn load<S: Settings>(flags: &Flags, env: impl Fn(&str) -> Option<String>) ->
     if let Some(path) = &file {
         apply_file(&mut settings, path)?;
     }
+    // Where each key's final value came from, for the errors `validate` finds.
+    let mut origins: Vec<(&str, Origin)> = Vec::new();
     for key in S::KEYS {
         let name = env_name(key);
         if let Some(text) = env(&name) {
-            apply(&mut settings, Origin::Env(name), key, &Value::Text(text))?;
+            apply(&mut settings, Origin::Env(name.clone()), key, &Value::Text(text))?;
+            origins.push((key, Origin::Env(name)));
         }
     }
     for (flag, key, value) in &flags.overrides {
-        apply(
-            &mut settings,
-            Origin::Flag(flag.clone()),
-            key,
-            &Value::Text(value.clone()),
-        )?;
+        let origin = Origin::Flag(flag.clone());
+        apply(&mut settings, origin.clone(), key, &Value::Text(value.clone()))?;
+        origins.push((key.as_str(), origin));
     }
     settings.validate().map_err(|(key, problem)| ConfigError {
-        origin: file.map(Origin::File).unwrap_or(Origin::Default),
+        origin: origins
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, o)| o.clone())
+            .or_else(|| file.map(Origin::File))
+            .unwrap_or(Origin::Default),
         key,
         problem,
     })?;
@@ -679,7 +685,21 @@ mod tests {
         check(
             "[auth]\ntoken_ttl = \"0s\"\n",
             &[],
-            "auth.token_ttl: must be more than 0",
+            "errors.toml: auth.token_ttl: must be more than 0",
+        );
+        check(
+            ok,
+            &["--set", "auth.token_ttl=0s"],
+            "flag --set: auth.token_ttl: must be more than 0",
+        );
+        // A whole-settings check names where the offending key's value came from.
+        let env: HashMap<&str, &str> = [("SHOP_AUTH_TOKEN_TTL", "0s")].into();
+        let err = load::<Demo>(&args(&[]), |k| env.get(k).map(|v| (*v).to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable SHOP_AUTH_TOKEN_TTL: auth.token_ttl: must be more than 0"),
+            "{err}"
         );
     }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{Semaphore, oneshot};
 
 /// How long a connection waits for another writer before SQLite reports "database is locked".
@@ -165,6 +165,20 @@ pub fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> 
             known,
         });
     }
+    if found == known {
+        return Ok(0);
+    }
+    // SQLite's way to rebuild a table (to change a constraint): foreign keys off for the
+    // migration, `foreign_key_check` before each step commits. The pragma only takes effect
+    // outside a transaction.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let result = apply(conn, migrations, found);
+    conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    result
+}
+
+/// Applies the migrations after `found`, each in its own transaction.
+fn apply(conn: &mut Connection, migrations: &[Migration], found: u32) -> Result<u32, DbError> {
     let mut applied = 0;
     for m in migrations.iter().filter(|m| m.version > found) {
         let step = |source| DbError::Migrate {
@@ -182,6 +196,18 @@ pub fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> 
             continue; // another process applied it while we waited
         }
         tx.execute_batch(m.sql).map_err(step)?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .map_err(step)?;
+        if let Some(table) = broken {
+            return Err(step(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!(
+                    "the migration leaves rows of {table} without their parent"
+                )),
+            )));
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", m.version))
             .map_err(step)?;
         tx.commit().map_err(step)?;
@@ -510,6 +536,34 @@ mod tests {
         assert_eq!(mode, "wal");
         let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn a_migration_that_orphans_rows_is_refused_whole() {
+        let path = scratch("orphans.db");
+        let mut conn = open_connection(&path).unwrap();
+        let parents = Migration {
+            version: 1,
+            name: "parents",
+            sql: "CREATE TABLE p (id INTEGER PRIMARY KEY);
+                  CREATE TABLE c (p_id INTEGER NOT NULL REFERENCES p (id));
+                  INSERT INTO p VALUES (1); INSERT INTO c VALUES (1);",
+        };
+        let drop_parent = Migration {
+            version: 2,
+            name: "drop a parent",
+            sql: "DELETE FROM p;",
+        };
+        migrate(&mut conn, &path, &[parents]).unwrap();
+        let e = migrate(&mut conn, &path, &[parents, drop_parent]).unwrap_err();
+        assert!(e.to_string().contains("without their parent"), "{e}");
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM p", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((version, kept), (1, 1), "rolled back");
+        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 1, "foreign keys are back on");
     }
 
     #[test]
