@@ -10,6 +10,9 @@ run_dir := ".run"
 target_dir := env_var_or_default("CARGO_TARGET_DIR", "target")
 bin_dir := target_dir / "debug"
 release_dir := target_dir / "release"
+# The gateway's listener in gateway.toml, which `just up` waits for and the order service's
+# payment provider reports to.
+gateway_url := "http://127.0.0.1:8080"
 
 # List the recipes.
 default:
@@ -109,8 +112,13 @@ up *scale: (_scale scale) build consul
         fi
         admin_password="$(cat {{run_dir}}/admin-password)"
     fi
+    # start NAME [SHOP_X=value]... BINARY ARGS...: starts one instance in the background with
+    # those settings in its environment only (not on a command line, where ps would show them),
+    # and waits for its ready line.
     start() {
         local name="$1"; shift
+        local -a settings=()
+        while [[ "${1:-}" == SHOP_*=* ]]; do settings+=("$1"); shift; done
         local pidfile="{{run_dir}}/pids/$name.pid" log="{{run_dir}}/logs/$name.log"
         if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
             echo "$name is already running (pid $(cat "$pidfile"))"
@@ -118,8 +126,11 @@ up *scale: (_scale scale) build consul
         fi
         local offset=0
         [ -f "$log" ] && offset=$(wc -c < "$log")
-        SHOP_ADMIN_USER="$admin_user" SHOP_ADMIN_PASSWORD="$admin_password" \
-            nohup "$@" >> "$log" 2>&1 &
+        (
+            export SHOP_ADMIN_USER="$admin_user" SHOP_ADMIN_PASSWORD="$admin_password"
+            for setting in "${settings[@]}"; do export "$setting"; done
+            exec nohup "$@"
+        ) >> "$log" 2>&1 &
         echo $! > "$pidfile"
         for _ in $(seq 1 600); do
             if tail -c +"$((offset + 1))" "$log" | grep -q " ready on "; then
@@ -151,7 +162,8 @@ up *scale: (_scale scale) build consul
         echo "$1: $have of $want instances healthy in Consul after 15 s; see {{run_dir}}/logs/$1*.log" >&2
         exit 1
     }
-    # more NAME BINARY ARGS...: the extra instances of NAME asked for, on free ports.
+    # more NAME [SHOP_X=value]... BINARY ARGS...: the extra instances of NAME asked for, on free
+    # ports.
     more() {
         local name="$1"; shift
         for i in $(seq 2 "${instances[$name]}"); do
@@ -169,24 +181,45 @@ up *scale: (_scale scale) build consul
     # The order service's own identity for inventory calls, signed by the user service.
     {{bin_dir}}/user-service issue-service-token --service order-service --data-dir {{run_dir}}/data \
         --out {{run_dir}}/data/keys/order-service.token 2>> {{run_dir}}/logs/user-service.log
+    # The secret the payment provider signs its reports with, shared by every order instance:
+    # SHOP_PAYMENTS_WEBHOOK_SECRET when set, else generated once (64 hex digits) and reused.
+    if [ -n "${SHOP_PAYMENTS_WEBHOOK_SECRET:-}" ]; then
+        webhook_secret="$SHOP_PAYMENTS_WEBHOOK_SECRET"
+        webhook_secret_from="the environment (SHOP_PAYMENTS_WEBHOOK_SECRET)"
+    else
+        webhook_secret_from="{{run_dir}}/data/keys/webhook-secret"
+        if [ ! -s "$webhook_secret_from" ]; then
+            (umask 077; mkdir -p "$(dirname "$webhook_secret_from")"
+             od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$webhook_secret_from")
+        fi
+        webhook_secret="$(cat "$webhook_secret_from")"
+    fi
+    # The provider reports to the gateway started below (its listener in gateway.toml), unless
+    # SHOP_PAYMENTS_WEBHOOK_URL says otherwise; SHOP_ORDERS_PAY_WITHIN passes through when set.
+    webhook_url="${SHOP_PAYMENTS_WEBHOOK_URL:-{{gateway_url}}/api/payments/webhook}"
+    order_settings=("SHOP_PAYMENTS_WEBHOOK_SECRET=$webhook_secret" "SHOP_PAYMENTS_WEBHOOK_URL=$webhook_url")
+    if [ -n "${SHOP_ORDERS_PAY_WITHIN:-}" ]; then
+        order_settings+=("SHOP_ORDERS_PAY_WITHIN=$SHOP_ORDERS_PAY_WITHIN")
+    fi
     # Several order instances share one database; a Consul session lock elects the one that
     # runs recovery (docs/order-service.md).
-    start order-service {{bin_dir}}/order-service --data-dir {{run_dir}}/data
-    more order-service {{bin_dir}}/order-service --data-dir {{run_dir}}/data
+    start order-service "${order_settings[@]}" {{bin_dir}}/order-service --data-dir {{run_dir}}/data
+    more order-service "${order_settings[@]}" {{bin_dir}}/order-service --data-dir {{run_dir}}/data
     healthy order-service "${instances[order-service]}"
     # The gateway last: it reads the user service's public key and finds the services in Consul.
     start gateway {{bin_dir}}/gateway --config gateway.toml
     for _ in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 2 -w '%{http_code}' http://127.0.0.1:8080/health | grep -q 200 && break
+        curl -s -o /dev/null --max-time 2 -w '%{http_code}' {{gateway_url}}/health | grep -q 200 && break
         sleep 0.1
     done
     echo
-    echo "gateway (REST):         http://127.0.0.1:8080   (try: curl http://localhost:8080/api/products/1)"
+    echo "gateway (REST):         {{gateway_url}}   (try: curl http://localhost:8080/api/products/1)"
     echo "consul:                 http://127.0.0.1:8500/ui"
     echo "user service (gRPC):    http://127.0.0.1:5001"
     echo "order service (gRPC):   http://127.0.0.1:5002"
     echo "product service (gRPC): http://127.0.0.1:5003"
     echo "admin login:            $admin_user / $admin_password"
+    echo "payments:               simulated provider, reporting to $webhook_url (secret from $webhook_secret_from)"
     echo "logs:                   {{run_dir}}/logs/   (just logs)"
     echo "try it:                 just demo"
     echo "stop:                   just down"

@@ -1,7 +1,8 @@
 """What `docker-compose config` does not check about docker-compose.yml: that every build points
 at a Dockerfile that exists and defines the target, that the files the Dockerfile copies from
-the repository exist, that fixed addresses are unique and inside the network's subnet, and that
-every service and the gateway's file name the Consul container's address."""
+the repository exist, that fixed addresses are unique and inside the network's subnet, that
+every service and the gateway's file name the Consul container's address, and that the order
+service sends payment reports to the gateway container's listener."""
 
 import ipaddress
 import pathlib
@@ -53,6 +54,17 @@ for name, svc in compose["services"].items():
 gateway_toml = (root / "examples/compose/gateway.toml").read_text()
 if f'consul = "{consul_url}"' not in gateway_toml:
     problems.append(f"examples/compose/gateway.toml does not name Consul at {consul_url}")
+
+# The payment provider reports to the gateway's webhook route: the gateway container's address,
+# on the port its file listens on.
+order_env = compose["services"]["order"].get("environment") or {}
+gateway_ip = compose["services"]["gateway"]["networks"]["shop"]["ipv4_address"]
+listen = re.search(r'^address = "[^"]*:(\d+)"', gateway_toml, re.M)
+webhook = f"http://{gateway_ip}:{listen.group(1) if listen else '?'}/api/payments/webhook"
+if order_env.get("SHOP_PAYMENTS_WEBHOOK_URL") != webhook:
+    problems.append(f"order: SHOP_PAYMENTS_WEBHOOK_URL {order_env.get('SHOP_PAYMENTS_WEBHOOK_URL')} is not {webhook}")
+if "SHOP_PAYMENTS_WEBHOOK_SECRET" not in order_env:
+    problems.append("order: no SHOP_PAYMENTS_WEBHOOK_SECRET: payments would be refused")
 
 if problems:
     print("docker-compose.yml: " + str(len(problems)) + " problem(s)", file=sys.stderr)

@@ -2,7 +2,8 @@
 # Checks docker-compose.yml without a Docker engine: Compose itself parses and validates it
 # (`docker-compose config`, the Python Compose from PyPI, installed once into .tools/), then
 # check.py verifies that it references only what exists: the Dockerfile and its targets, the
-# files the Dockerfile copies, fixed addresses inside the network, one Consul address for all.
+# files the Dockerfile copies, fixed addresses inside the network, one Consul address for all,
+# payment reports sent to the gateway.
 #
 #   bash examples/compose/check.sh        # or: just compose-check
 set -euo pipefail
@@ -22,5 +23,6 @@ if [ ! -x "$venv/bin/docker-compose" ]; then
         "requests>=2.20.0,<3" "websocket-client>=0.32.0,<1" "docker>=5.0.0,<7" "distro>=1.5.0,<2"
 fi
 export SHOP_ADMIN_PASSWORD=compose-check
+export SHOP_PAYMENTS_WEBHOOK_SECRET=compose-check-webhook-secret-0123456789
 "$venv/bin/docker-compose" -f docker-compose.yml config -q
 "$venv/bin/python" examples/compose/check.py docker-compose.yml

@@ -1,13 +1,15 @@
 //! Walks the order service's gRPC API: a customer orders (priced by the shop), retries with the
-//! same idempotency key, pays, cancels another order and sees the stock come back.
+//! same idempotency key, pays through StartPayment (the simulated provider reports to the
+//! gateway's webhook about a second later, which marks the order paid), cancels another order
+//! and sees the stock come back.
 //!
-//! Run it against a running stack (`just up`):
+//! Run it against a running stack (`just up`; the gateway must be up for the provider's report):
 //!
 //! ```text
 //! cargo run -p shop-examples --bin order-walkthrough
 //! ```
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shop_proto::order::v1 as pb;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
@@ -137,8 +139,8 @@ async fn main() -> Result<(), Error> {
         again.id, left, first.name
     );
 
-    println!("3. Pay (a simulated payment), then try to ship it as a customer");
-    let paid = orders
+    println!("3. Pay: marking the order paid ourselves is refused; a payment is the way");
+    if let Err(s) = orders
         .update_order_status(authed(
             pb::UpdateOrderStatusRequest {
                 id: order.id,
@@ -146,9 +148,56 @@ async fn main() -> Result<(), Error> {
             },
             &token,
         )?)
+        .await
+    {
+        println!("   -> {:?}: {}", s.code(), s.message());
+    }
+    let payment = orders
+        .start_payment(authed(
+            pb::StartPaymentRequest {
+                id: order.id,
+                simulate: String::new(),
+            },
+            &token,
+        )?)
         .await?
         .into_inner();
-    println!("   -> {}", paid.status);
+    println!(
+        "   payment #{} of {} is {} (provider {}, ref {})",
+        payment.id,
+        money(payment.amount_cents),
+        payment.status,
+        payment.provider,
+        payment.provider_ref
+    );
+    // The provider reports to the gateway's webhook about a second later; the order turns paid.
+    let started = Instant::now();
+    let paid = loop {
+        let o = orders
+            .get_order(authed(pb::GetOrderRequest { id: order.id }, &token)?)
+            .await?
+            .into_inner();
+        if o.status != "pending" || started.elapsed() > Duration::from_secs(10) {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if paid.status != "paid" {
+        return Err(format!(
+            "order #{} is still {} after {:.1} s; is the gateway up (the provider reports through it)?",
+            paid.id,
+            paid.status,
+            started.elapsed().as_secs_f64()
+        )
+        .into());
+    }
+    println!(
+        "   -> {} after {:.1} s (payment {})",
+        paid.status,
+        started.elapsed().as_secs_f64(),
+        paid.payments.last().map_or("?", |p| p.status.as_str())
+    );
+    println!("   Then try to ship it as a customer");
     if let Err(s) = orders
         .update_order_status(authed(
             pb::UpdateOrderStatusRequest {

@@ -38,7 +38,7 @@ fn the_default_file_serves_the_whole_rest_table() {
     let scratch = Scratch::new("check-default");
     let (ok, out) = check(&scratch, &default_file());
     assert!(ok, "{out}");
-    assert!(out.contains("15 routes, 3 upstreams"), "{out}");
+    assert!(out.contains("22 routes, 3 upstreams"), "{out}");
     let text = default_file();
     for (method, path) in [
         ("POST", "/api/users"),
@@ -209,7 +209,7 @@ fn the_example_variants_are_valid_and_differ_as_they_say() {
     ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         let (ok, out) = check(&scratch, &text);
-        assert!(ok && out.contains(": ok: 15 routes"), "{file}: {out}");
+        assert!(ok && out.contains(": ok: 22 routes"), "{file}: {out}");
         assert!(text.contains(must) && !text.contains(must_not), "{file}");
     }
 }
@@ -238,4 +238,148 @@ fn the_compose_file_is_the_default_file_with_its_three_addresses() {
     // Valid as a file too (the key path is the container's, so only the schema is checked).
     let (ok, out) = check(&scratch, &compose);
     assert!(ok, "{out}");
+}
+
+/// A `[[route]]` to append to the default file, at `/api/check-test/{path}` and named by the
+/// path's first segment (a place of its own, so routes added to the file later do not collide
+/// with it).
+fn extra_route(path: &str, method: &str, rpc: &str, keys: &str) -> String {
+    let name = path.split('/').next().unwrap_or(path);
+    format!(
+        "\n[[route]]\nname = \"{name}\"\nmethod = \"{method}\"\npath = \"/api/check-test/{path}\"\nupstream = \"orders\"\nrpc = \"shop.order.v1.OrderService/{rpc}\"\nauth = \"public\"\n{keys}\n"
+    )
+}
+
+#[test]
+fn a_raw_body_and_a_header_binding_pass_check() {
+    let scratch = Scratch::new("check-webhook");
+    let text = default_file()
+        + &extra_route(
+            "hook",
+            "POST",
+            "HandlePaymentWebhook",
+            "raw_body = \"payload\"\nheaders = { \"Shop-Signature\" = \"signature\" }",
+        )
+        + &extra_route(
+            "hook-text",
+            "POST",
+            "HandlePaymentWebhook",
+            "raw_body = \"signature\"",
+        )
+        + &extra_route(
+            "order-by-header",
+            "GET",
+            "GetOrder",
+            "headers = { \"X-Order-Id\" = \"id\" }",
+        );
+    let (ok, out) = check(&scratch, &text);
+    assert!(ok, "{out}");
+}
+
+const HOOK: &str = "HandlePaymentWebhook";
+
+/// Routes whose bindings `check` refuses: (path under /api/check-test/, its first segment naming
+/// the route; method; RPC; the binding keys; the problem reported).
+const BAD_BINDINGS: [(&str, &str, &str, &str, &str); 12] = [
+    (
+        "raw-int",
+        "POST",
+        "GetOrder",
+        r#"raw_body = "id""#,
+        "raw_body: id is not a single bytes or string field",
+    ),
+    (
+        "raw-and-json",
+        "POST",
+        HOOK,
+        "body = \"*\"\nraw_body = \"payload\"",
+        "raw_body: body and raw_body both bind the body; keep one",
+    ),
+    (
+        "raw-get",
+        "GET",
+        HOOK,
+        r#"raw_body = "payload""#,
+        "raw_body: GET routes take no body",
+    ),
+    (
+        "no-such-field",
+        "POST",
+        HOOK,
+        r#"headers = { "Shop-Signature" = "sig" }"#,
+        "headers: shop-signature: \"sig\" is no field of shop.order.v1.PaymentWebhookRequest \
+      (fields: payload, signature)",
+    ),
+    (
+        "bytes-header",
+        "POST",
+        HOOK,
+        r#"headers = { "X-Payload" = "payload" }"#,
+        "headers: x-payload binds to payload, which is not a single string, number, bool or \
+      enum field",
+    ),
+    (
+        "bad-name",
+        "POST",
+        HOOK,
+        r#"headers = { "Shop Signature" = "signature" }"#,
+        "headers: \"Shop Signature\" is not a valid HTTP header name",
+    ),
+    (
+        "two-headers",
+        "POST",
+        HOOK,
+        r#"headers = { "Shop-Signature" = "signature", "X-Signature" = "signature" }"#,
+        "headers: signature is bound twice: by header shop-signature and by header x-signature",
+    ),
+    (
+        "header-and-raw",
+        "POST",
+        HOOK,
+        "raw_body = \"signature\"\nheaders = { \"Shop-Signature\" = \"signature\" }",
+        "headers: signature is bound twice: by raw_body and by header shop-signature",
+    ),
+    (
+        "header-and-path/{id}",
+        "GET",
+        "GetOrder",
+        r#"headers = { "X-Order-Id" = "id" }"#,
+        "headers: id is bound twice: by {id} in the path and by header x-order-id",
+    ),
+    (
+        "token-header",
+        "POST",
+        HOOK,
+        r#"headers = { "Authorization" = "signature" }"#,
+        "headers: Authorization cannot be bound: the token reaches the service as metadata",
+    ),
+    (
+        "host-header",
+        "POST",
+        HOOK,
+        r#"headers = { "Host" = "signature" }"#,
+        "headers: Host cannot be bound: it describes the connection, not the request",
+    ),
+    (
+        "same-name",
+        "POST",
+        HOOK,
+        r#"headers = { "shop-signature" = "signature", "SHOP-SIGNATURE" = "signature" }"#,
+        "headers: shop-signature is named twice (header names are case-insensitive)",
+    ),
+];
+
+#[test]
+fn raw_body_and_header_bindings_that_do_not_fit() {
+    let scratch = Scratch::new("check-bindings");
+    let mut text = default_file();
+    let mut wants = Vec::new();
+    for (path, method, rpc, keys, problem) in BAD_BINDINGS {
+        text += &extra_route(path, method, rpc, keys);
+        let name = path.split('/').next().unwrap_or(path);
+        wants.push(format!("route \"{name}\": {problem}"));
+    }
+    wants.push(format!("{} problems", BAD_BINDINGS.len()));
+    let wants: Vec<&str> = wants.iter().map(String::as_str).collect();
+    refused(&scratch, &text, &wants);
 }

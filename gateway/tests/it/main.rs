@@ -5,13 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod breakers;
+mod cart;
 mod check;
 mod docs;
+mod events;
+mod expiry;
 mod failover;
 mod gateway;
 mod limits;
 mod listener;
 mod orders_ha;
+mod payments;
 mod reload;
 mod rest;
 mod revocation;

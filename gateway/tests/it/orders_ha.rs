@@ -102,8 +102,11 @@ fn burst(
 
 #[test]
 fn two_order_instances_survive_losing_the_one_that_runs_recovery() {
-    let mut s = Stack::start("gw-orders-ha");
+    // One buyer places hundreds of orders here, most left unpaid: no cap.
+    let mut s = Stack::start_with("gw-orders-ha", &["orders.max_unpaid=0"]);
     let second = service(&s.scratch, &s.agent, "order-service")
+        .arg("--set")
+        .arg("orders.max_unpaid=0")
         .arg("--set")
         .arg("upstream.timeout=1s")
         .arg("--set")

@@ -110,11 +110,20 @@ fn every_route_answers_with_its_status_and_auth_rules() {
     assert_eq!(a.json["orders"][0]["id"], json!(o));
     s.call("GET", &mine, Some(&bob_t), None)
         .refused(403, "PERMISSION_DENIED", "");
+    // The owner pays through POST /api/orders/{id}/payments, never by setting the status; an
+    // admin may mark an order paid by hand.
+    s.call(
+        "PUT",
+        &format!("{path}/status"),
+        Some(&alice_t),
+        Some(r#"{"status": "paid"}"#),
+    )
+    .refused(403, "PERMISSION_DENIED", "/payments");
     let a = s
         .call(
             "PUT",
             &format!("{path}/status"),
-            Some(&alice_t),
+            Some(&admin),
             Some(r#"{"status": "paid"}"#),
         )
         .expect(200);
@@ -179,11 +188,19 @@ fn service_errors_become_http_statuses_and_change_nothing() {
         Some(r#"{"status": "delivered"}"#),
     )
     .refused(409, "FAILED_PRECONDITION", "");
-    // PERMISSION_DENIED from the service -> 403: a customer may pay, but not ship.
+    // PERMISSION_DENIED from the service -> 403: a customer may neither mark an order paid
+    // (payments do that) nor ship it; an admin may mark it paid by hand.
     s.call(
         "PUT",
         &format!("/api/orders/{o}/status"),
         Some(&alice_t),
+        Some(r#"{"status": "paid"}"#),
+    )
+    .refused(403, "PERMISSION_DENIED", "payments");
+    s.call(
+        "PUT",
+        &format!("/api/orders/{o}/status"),
+        Some(&admin),
         Some(r#"{"status": "paid"}"#),
     )
     .expect(200);

@@ -11,6 +11,8 @@ use shop_testkit::{Launch, Process, Scratch, issue_service_token, sibling_binary
 
 pub const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_gateway");
 pub const ADMIN_PASSWORD: &str = "root-password-1";
+/// The payment webhook secret every test stack's order service and "provider" share.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789abcdef";
 
 pub struct Stack {
     pub scratch: Scratch,
@@ -20,6 +22,7 @@ pub struct Stack {
     pub product: Process,
     pub product_launch: Launch,
     pub order: Process,
+    pub order_launch: Launch,
     pub gateway: Process,
 }
 
@@ -65,6 +68,13 @@ pub fn service(scratch: &Scratch, agent: &ConsulAgent, name: &str) -> Launch {
 
 impl Stack {
     pub fn start(name: &str) -> Stack {
+        Stack::start_with(name, &[])
+    }
+
+    /// A stack whose order service also gets these `--set key=value` settings. The gateway
+    /// listens on a port chosen before the order service starts, so that the simulated payment
+    /// provider can report to it.
+    pub fn start_with(name: &str, order_settings: &[&str]) -> Stack {
         let scratch = Scratch::new(name);
         let agent = ConsulAgent::start(scratch.path());
         let user = service(&scratch, &agent, "user-service")
@@ -78,11 +88,24 @@ impl Stack {
         );
         let product_launch = service(&scratch, &agent, "product-service");
         let product = product_launch.start();
-        let order = service(&scratch, &agent, "order-service")
+        let port = shop_testkit::free_port();
+        let mut order = service(&scratch, &agent, "order-service")
+            .env("SHOP_PAYMENTS_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .arg("--set")
             .arg("upstream.timeout=1s")
-            .start();
-        let text = relaxed(&default_config(&scratch, &agent));
+            .arg("--set")
+            .arg(format!(
+                "payments.webhook_url=http://127.0.0.1:{port}/api/payments/webhook"
+            ));
+        for s in order_settings {
+            order = order.arg("--set").arg(*s);
+        }
+        let order_launch = order;
+        let order = order_launch.start();
+        let text = relaxed(&default_config(&scratch, &agent)).replace(
+            "address = \"127.0.0.1:0\"",
+            &format!("address = \"127.0.0.1:{port}\""),
+        );
         let gateway = start_gateway(&scratch, "gateway", &text);
         let stack = Stack {
             scratch,
@@ -91,6 +114,7 @@ impl Stack {
             product,
             product_launch,
             order,
+            order_launch,
             gateway,
         };
         stack.wait_ready(&stack.gateway);
@@ -189,6 +213,83 @@ impl Stack {
             .expect(200);
         a.json["stock"].as_i64().unwrap()
     }
+}
+
+impl Stack {
+    /// `product-service audit` on this stack's product database: true when stock + units held
+    /// = stock set by admins for every product.
+    pub fn audit_ok(&self) -> (bool, String) {
+        shop_testkit::product_audit(&sibling_binary(GATEWAY_BIN, "product-service"), &self.scratch)
+    }
+
+    /// Places an order of `quantity` units of `product`; returns its id.
+    pub fn order(&self, token: &str, product: i64, quantity: i64) -> i64 {
+        let body = serde_json::json!({
+            "items": [{"product_id": product, "quantity": quantity}],
+            "shipping_address": "1 Test Street",
+        })
+        .to_string();
+        self.call("POST", "/api/orders", Some(token), Some(&body))
+            .expect(201)
+            .id()
+    }
+
+    /// Polls `GET /api/orders/{id}` (as `token`) until `done` holds for it, for up to 15 s.
+    #[track_caller]
+    pub fn wait_order(&self, token: &str, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let a = self.call("GET", &format!("/api/orders/{id}"), Some(token), None);
+            if a.status == 200 && done(&a.json) {
+                return a.json;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "order {id} never got there: {:?}",
+                a.raw
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends a payment provider's report to the webhook, signed with `secret` at unix time `t`
+    /// (the body exactly as given).
+    pub fn report(&self, body: &str, secret: &str, t: i64) -> Answer {
+        let signature = sign(secret, t, body.as_bytes());
+        send(
+            &self.gateway,
+            "POST",
+            "/api/payments/webhook",
+            &[
+                ("Content-Type", "application/json"),
+                ("Shop-Signature", &signature),
+            ],
+            Some(body.as_bytes()),
+        )
+    }
+}
+
+/// Now, in unix seconds.
+pub fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_secs()).unwrap()
+}
+
+/// A provider's `Shop-Signature` for `body` at `t`: `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
 }
 
 pub fn default_config(scratch: &Scratch, agent: &ConsulAgent) -> String {

@@ -1,5 +1,6 @@
 //! The order service's settings: the shared server and token keys, where its service token is,
-//! how it finds the user and product services, and how often it repairs interrupted orders.
+//! how it finds the user and product services, how often it repairs interrupted orders, how
+//! long an order may stay unpaid, and the payment provider's webhook secret and address.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,7 +31,20 @@ pub struct Config {
     /// `recovery.lock`: the Consul KV key whose session lock elects the one instance (of those
     /// sharing a database) that runs recovery.
     pub recovery_lock: String,
+    /// `orders.pay_within`: a pending order unpaid for longer expires (its units go back).
+    pub pay_within: Duration,
+    /// `orders.max_unpaid`: pending orders a customer may hold at once; 0: no cap.
+    pub max_unpaid: i64,
+    /// `payments.webhook_secret` (env `SHOP_PAYMENTS_WEBHOOK_SECRET`): the key provider reports
+    /// are signed with. Empty: payments are off (starting one is refused, every report is 401).
+    pub webhook_secret: String,
+    /// `payments.webhook_url`: where the simulated provider sends its reports (the gateway's
+    /// `POST /api/payments/webhook`).
+    pub webhook_url: String,
 }
+
+/// Shortest webhook secret accepted (bytes).
+pub const WEBHOOK_SECRET_MIN: usize = 32;
 
 impl Default for Config {
     fn default() -> Self {
@@ -46,6 +60,10 @@ impl Default for Config {
             policy: Policy::PowerOfTwo,
             recovery_interval: Duration::from_secs(10),
             recovery_lock: "shop/order-service/recovery".to_owned(),
+            pay_within: Duration::from_secs(30 * 60),
+            max_unpaid: 10,
+            webhook_secret: String::new(),
+            webhook_url: "http://127.0.0.1:8080/api/payments/webhook".to_owned(),
         }
     }
 }
@@ -94,7 +112,11 @@ impl Settings for Config {
         "upstream.timeout",
         "upstream.policy",
         "recovery.interval",
-        "recovery.lock"
+        "recovery.lock",
+        "orders.pay_within",
+        "orders.max_unpaid",
+        "payments.webhook_secret",
+        "payments.webhook_url"
     );
 
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
@@ -127,6 +149,16 @@ impl Settings for Config {
                 }
                 self.recovery_lock = key;
             }
+            "orders.pay_within" => self.pay_within = value.duration()?,
+            "orders.max_unpaid" => self.max_unpaid = value.int_in(0, 1_000_000)?,
+            "payments.webhook_secret" => self.webhook_secret = value.string()?,
+            "payments.webhook_url" => {
+                let url = value.string()?;
+                if !url.starts_with("http://") || url.parse::<hyper::Uri>().is_err() {
+                    return Err(format!("expected an http:// URL, got {url:?}"));
+                }
+                self.webhook_url = url;
+            }
             other => return Err(format!("no such key {other}")),
         }
         Ok(())
@@ -155,6 +187,18 @@ impl Settings for Config {
             || self.recovery_interval > Duration::from_secs(3600)
         {
             return fail("recovery.interval", "expected between 1s and 1h");
+        }
+        if self.pay_within < Duration::from_secs(1) || self.pay_within > Duration::from_secs(7 * 24 * 3600) {
+            return fail("orders.pay_within", "expected between 1s and 7d");
+        }
+        let secret = &self.webhook_secret;
+        if !secret.is_empty()
+            && (secret.len() < WEBHOOK_SECRET_MIN || secret.chars().any(char::is_whitespace))
+        {
+            return fail(
+                "payments.webhook_secret",
+                "expected at least 32 characters without spaces (`openssl rand -hex 32` makes one)",
+            );
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 pub const PAGE_SIZE_DEFAULT: i32 = 10;
 pub const PAGE_SIZE_MAX: i32 = 100;
+/// Lines a cart may hold (as many as an order).
+pub const CART_MAX_LINES: usize = MAX_LINES;
 
 /// Why the domain refuses something. Each variant names what a client got wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +33,9 @@ pub enum Refusal {
     AdminOnly(OrderStatus),
     #[error("product {0} does not exist or is no longer sold")]
     UnknownProduct(i64),
+    /// Customers pay through a payment; only an admin marks an order paid by hand.
+    #[error("an order is paid through POST /api/orders/{0}/payments; only an admin may mark it paid by hand")]
+    PayByPayment(i64),
 }
 
 impl Refusal {
@@ -52,6 +57,8 @@ pub enum OrderStatus {
     Shipped,
     Delivered,
     Cancelled,
+    /// Not paid within the shop's pay-within period; its units went back to stock.
+    Expired,
     Failed,
 }
 
@@ -67,13 +74,14 @@ pub enum Units {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 7] = [
+    pub const ALL: [OrderStatus; 8] = [
         OrderStatus::Reserving,
         OrderStatus::Pending,
         OrderStatus::Paid,
         OrderStatus::Shipped,
         OrderStatus::Delivered,
         OrderStatus::Cancelled,
+        OrderStatus::Expired,
         OrderStatus::Failed,
     ];
 
@@ -85,6 +93,7 @@ impl OrderStatus {
             OrderStatus::Shipped => "shipped",
             OrderStatus::Delivered => "delivered",
             OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
             OrderStatus::Failed => "failed",
         }
     }
@@ -110,7 +119,21 @@ impl OrderStatus {
             OrderStatus::Reserving => None,
             OrderStatus::Pending | OrderStatus::Paid => Some(Units::Held),
             OrderStatus::Shipped | OrderStatus::Delivered => Some(Units::Committed),
-            OrderStatus::Cancelled | OrderStatus::Failed => Some(Units::Released),
+            OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::Failed => Some(Units::Released),
+        }
+    }
+
+    /// The type of the event a move to this status writes to the feed; none for the internal
+    /// statuses.
+    pub fn event(self) -> Option<&'static str> {
+        match self {
+            OrderStatus::Reserving | OrderStatus::Failed => None,
+            OrderStatus::Pending => Some("order.created"),
+            OrderStatus::Paid => Some("order.paid"),
+            OrderStatus::Shipped => Some("order.shipped"),
+            OrderStatus::Delivered => Some("order.delivered"),
+            OrderStatus::Cancelled => Some("order.cancelled"),
+            OrderStatus::Expired => Some("order.expired"),
         }
     }
 
@@ -131,7 +154,8 @@ impl fmt::Display for OrderStatus {
 }
 
 /// Checks a status move a caller asks for: legal moves only, and the ones only an admin may
-/// make.
+/// make. An owner may only cancel; `expired` (and `paid` through a payment) are the
+/// shop's own moves from `pending`, never a caller's.
 pub fn check_move(id: i64, from: OrderStatus, to: OrderStatus, admin: bool) -> Result<(), Refusal> {
     use OrderStatus::*;
     let legal = matches!(
@@ -141,11 +165,13 @@ pub fn check_move(id: i64, from: OrderStatus, to: OrderStatus, admin: bool) -> R
     if !legal {
         return Err(Refusal::IllegalMove { id, from, to });
     }
-    let owner_may = matches!(to, Paid | Cancelled);
-    if !owner_may && !admin {
-        return Err(Refusal::AdminOnly(to));
+    if admin || to == Cancelled {
+        return Ok(());
     }
-    Ok(())
+    if to == Paid {
+        return Err(Refusal::PayByPayment(id));
+    }
+    Err(Refusal::AdminOnly(to))
 }
 
 /// A line as the client asked for it.
@@ -273,6 +299,75 @@ pub struct Change {
     pub by: i64,
 }
 
+/// Where a payment is. Only `Pending` moves, and only once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    /// The money arrived for an order that had been cancelled or had expired meanwhile.
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 4] = [
+        PaymentStatus::Pending,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Failed,
+        PaymentStatus::Refunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PaymentStatus> {
+        PaymentStatus::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// What a provider reported about a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// What a payment report does, given the payment's and the order's status when it arrives:
+/// the payment's new status and whether the order becomes paid. `None`: the payment has
+/// already had its outcome, and a repeat changes nothing.
+pub fn settle_payment(
+    payment: PaymentStatus,
+    order: OrderStatus,
+    outcome: Outcome,
+) -> Option<(PaymentStatus, bool)> {
+    if payment != PaymentStatus::Pending {
+        return None;
+    }
+    Some(match outcome {
+        Outcome::Failed => (PaymentStatus::Failed, false),
+        Outcome::Succeeded if order == OrderStatus::Pending => (PaymentStatus::Succeeded, true),
+        // Cancelled, expired, or paid by hand meanwhile: the money goes back.
+        Outcome::Succeeded => (PaymentStatus::Refunded, false),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: i64,
+    pub order_id: i64,
+    pub amount_cents: i64,
+    pub status: PaymentStatus,
+    pub provider: String,
+    pub provider_ref: String,
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub id: i64,
@@ -286,6 +381,8 @@ pub struct Order {
     pub updated_at: i64,
     /// For `Failed` orders: why.
     pub failure: Option<String>,
+    /// Oldest first.
+    pub payments: Vec<Payment>,
 }
 
 /// A product as the product service described it for pricing.
@@ -349,7 +446,7 @@ mod tests {
 
     #[test]
     fn the_status_machine() {
-        let all = [Pending, Paid, Shipped, Delivered, Cancelled];
+        let all = [Pending, Paid, Shipped, Delivered, Cancelled, Expired];
         let legal = [
             (Pending, Paid),
             (Paid, Shipped),
@@ -363,8 +460,20 @@ mod tests {
                 assert_eq!(ok, legal.contains(&(from, to)), "{from:?} -> {to:?}");
             }
         }
-        assert!(check_move(1, Pending, Paid, false).is_ok(), "owners pay");
+        assert_eq!(
+            check_move(1, Pending, Paid, false),
+            Err(Refusal::PayByPayment(1)),
+            "owners pay through a payment"
+        );
+        assert!(
+            check_move(1, Pending, Paid, true).is_ok(),
+            "admins mark paid by hand"
+        );
         assert!(check_move(1, Paid, Cancelled, false).is_ok(), "owners cancel");
+        assert!(
+            check_move(1, Pending, Expired, true).is_err(),
+            "expiry is the shop's move"
+        );
         assert_eq!(
             check_move(1, Paid, Shipped, false),
             Err(Refusal::AdminOnly(Shipped))
@@ -384,7 +493,30 @@ mod tests {
         assert_eq!(Reserving.units(), None);
         assert_eq!(OrderStatus::with_units(Units::Held), [Pending, Paid]);
         assert_eq!(OrderStatus::with_units(Units::Committed), [Shipped, Delivered]);
-        assert_eq!(OrderStatus::with_units(Units::Released), [Cancelled, Failed]);
+        assert_eq!(
+            OrderStatus::with_units(Units::Released),
+            [Cancelled, Expired, Failed]
+        );
+    }
+
+    #[test]
+    fn a_payment_report_counts_once_and_never_revives_an_order() {
+        use PaymentStatus as P;
+        let ok = Outcome::Succeeded;
+        assert_eq!(
+            settle_payment(P::Pending, Pending, ok),
+            Some((P::Succeeded, true))
+        );
+        assert_eq!(
+            settle_payment(P::Pending, Pending, Outcome::Failed),
+            Some((P::Failed, false))
+        );
+        for gone in [Cancelled, Expired, Paid] {
+            assert_eq!(settle_payment(P::Pending, gone, ok), Some((P::Refunded, false)));
+        }
+        for done in [P::Succeeded, P::Failed, P::Refunded] {
+            assert_eq!(settle_payment(done, Pending, ok), None, "{done:?}");
+        }
     }
 
     #[test]

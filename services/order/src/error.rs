@@ -32,6 +32,12 @@ pub enum Error {
     /// acknowledged; nothing is held for it and the client may retry.
     #[error("order {0} was interrupted before it completed; nothing was charged or held; retry")]
     Interrupted(i64),
+    /// A payment report whose signature does not hold (the kind is logged, never shown).
+    #[error("the payment report's signature is missing, stale or wrong")]
+    BadSignature(crate::webhook::SignatureError),
+    /// A payment report naming no payment.
+    #[error("no payment has provider_ref {0:?}")]
+    UnknownPayment(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -46,7 +52,7 @@ fn refusal_status(r: &Refusal) -> Status {
     let code = match r {
         Refusal::Invalid { .. } => Code::InvalidArgument,
         Refusal::IllegalMove { .. } => Code::FailedPrecondition,
-        Refusal::AdminOnly(_) => Code::PermissionDenied,
+        Refusal::AdminOnly(_) | Refusal::PayByPayment(_) => Code::PermissionDenied,
         Refusal::UnknownProduct(_) => Code::NotFound,
     };
     Status::new(code, r.to_string())
@@ -92,6 +98,8 @@ impl From<Error> for Status {
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::Upstream(u) => upstream_status(u),
             Error::Interrupted(_) => Status::unavailable(e.to_string()),
+            Error::BadSignature(_) => Status::unauthenticated(e.to_string()),
+            Error::UnknownPayment(_) => Status::not_found(e.to_string()),
             Error::Db(db) => db.into_status("order"),
         }
     }

@@ -20,10 +20,31 @@ use crate::error::Error;
 use crate::store::{self, Inserted, Keyed, NewOrder, Settlement};
 use crate::upstream::{Commit, Release, UpstreamError, Upstreams};
 
-/// The order service's state: its database and its way to the other services.
+/// The order service's state: its database, its way to the other services, the payment
+/// provider, and the rules that come from settings.
 pub struct Orders {
     pub db: Db,
     pub up: Arc<Upstreams>,
+    pub pay: Payments,
+    pub rules: Rules,
+    /// Woken whenever this instance writes an event (long polls of the feed wait on it).
+    pub feed: tokio::sync::Notify,
+}
+
+/// How payments are taken: the provider and the secret its reports are signed with (empty:
+/// payments are off).
+pub struct Payments {
+    pub provider: Box<dyn crate::provider::Provider>,
+    pub webhook_secret: String,
+}
+
+/// The shop's order rules from settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// A pending order older than this expires.
+    pub pay_within: std::time::Duration,
+    /// Unpaid orders a customer may hold at once.
+    pub max_unpaid: i64,
 }
 
 /// Who is calling: the verified identity, the bearer value (forwarded to the user service) and
@@ -43,6 +64,8 @@ pub struct NewOrderRequest {
     pub lines: Lines,
     pub address: Address,
     pub key: Option<IdempotencyKey>,
+    /// Placed from the caller's cart: the ordered lines leave it when the order exists.
+    pub from_cart: bool,
 }
 
 /// One page of a user's orders, asked for.
@@ -82,6 +105,31 @@ impl Orders {
         self.db
             .call(move |c| store::list(c, q.user_id, q.status, q.page, q.page_size))
             .await
+    }
+
+    /// The order an idempotency key of `user_id` placed within the window, if any; `ABORTED`
+    /// while that order is still being placed.
+    pub(crate) async fn keyed_order(
+        &self,
+        user_id: i64,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, Error> {
+        let since = now_millis() - domain::IDEMPOTENCY_WINDOW_MS;
+        let k = key.as_str().to_owned();
+        let Some(existing) = self
+            .db
+            .read(move |c| store::find_keyed(c, user_id, &k, since))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if existing.status == OrderStatus::Reserving {
+            return Err(Error::InProgress(format!(
+                "the first request with Idempotency-Key {:?} is still being processed; retry shortly",
+                key.as_str()
+            )));
+        }
+        Ok(Some(self.load(existing.id).await?))
     }
 
     /// The answer to a repeated idempotency key.
@@ -145,6 +193,7 @@ impl Orders {
         let (priced, total_cents) = domain::price(&req.lines, &offers)?;
         let inserted = {
             let (key, fingerprint, address) = (req.key.clone(), fingerprint.clone(), req.address.clone());
+            let max_unpaid = self.rules.max_unpaid;
             self.db
                 .write(move |c| {
                     store::insert_reserving(
@@ -158,6 +207,7 @@ impl Orders {
                             fingerprint: &fingerprint,
                             now: now_millis(),
                             key_since: since,
+                            max_unpaid,
                         },
                     )
                 })
@@ -170,18 +220,29 @@ impl Orders {
             (Inserted::Existing(existing), None) => {
                 return Err(Error::Conflict(format!("order {} already exists", existing.id)));
             }
+            (Inserted::TooManyUnpaid(n), _) => {
+                return Err(Error::Conflict(format!(
+                    "user {owner} has {n} unpaid orders, the most the shop allows; pay or cancel one \
+                     before placing another"
+                )));
+            }
         };
         if let Err(e) = self.up.reserve(id, &req.lines, &caller.request_id).await {
             return Err(self.reserve_failed(id, e, &caller.request_id).await);
         }
         let by = who.user_id;
+        let cart = req.from_cart.then(|| req.lines.as_slice().to_vec());
         if !self
             .db
-            .write(move |c| store::finish_reserving(c, id, by, now_millis()))
+            .write(move |c| {
+                let cart = cart.as_deref().map(|lines| (owner, lines));
+                store::finish_reserving(c, id, by, cart, now_millis())
+            })
             .await?
         {
             return Err(Error::Interrupted(id));
         }
+        self.feed.notify_waiters();
         let order = self.load(id).await?;
         tracing::info!(
             order_id = id,
@@ -219,16 +280,38 @@ impl Orders {
 
     /// Moves an order as the caller asks (cancel included), then settles its units.
     pub async fn change_status(&self, caller: &Caller, id: i64, to: OrderStatus) -> Result<Order, Error> {
-        let who = &caller.who;
-        let order = self.visible(who, id).await?;
-        if !(order.status == to && to == OrderStatus::Cancelled) {
-            domain::check_move(id, order.status, to, who.is_admin())?;
-            let (from, by) = (order.status, who.user_id);
+        let order = self.visible(&caller.who, id).await?;
+        self.apply_move(caller, id, order.status, to).await?;
+        if let Err(e) = self.settle(id, &caller.request_id).await {
+            tracing::warn!(order_id = id, error = %e, "units not settled yet; recovery will finish it");
+        }
+        self.load(id).await
+    }
+
+    /// The guarded move from the status the caller saw. When someone moved the order first (a
+    /// payment, a ship, another cancel), the move is judged again from where the order is now:
+    /// a cancel that finds it cancelled is done, a cancel that finds it paid cancels the paid
+    /// order, and a move that became illegal is refused as the move it is now.
+    async fn apply_move(
+        &self,
+        caller: &Caller,
+        id: i64,
+        mut from: OrderStatus,
+        to: OrderStatus,
+    ) -> Result<(), Error> {
+        let by = caller.who.user_id;
+        // Each retry follows a move someone else made; an order moves a few times at most.
+        for _ in 0..4 {
+            if from == to && to == OrderStatus::Cancelled {
+                return Ok(());
+            }
+            domain::check_move(id, from, to, caller.who.is_admin())?;
             let moved = self
                 .db
                 .write(move |c| store::transition(c, id, from, to, by, now_millis()))
                 .await?;
             if moved {
+                self.feed.notify_waiters();
                 tracing::info!(
                     order_id = id,
                     from = from.as_str(),
@@ -236,24 +319,13 @@ impl Orders {
                     by,
                     "order status changed"
                 );
-            } else {
-                // Someone moved it first (a concurrent cancel, a ship): look again. A cancel that
-                // finds the order cancelled is done; anything else is refused as the move it is now.
-                let now = self.load(id).await?;
-                if !(now.status == to && to == OrderStatus::Cancelled) {
-                    return Err(Refusal::IllegalMove {
-                        id,
-                        from: now.status,
-                        to,
-                    }
-                    .into());
-                }
+                return Ok(());
             }
+            from = self.load(id).await?.status;
         }
-        if let Err(e) = self.settle(id, &caller.request_id).await {
-            tracing::warn!(order_id = id, error = %e, "units not settled yet; recovery will finish it");
-        }
-        self.load(id).await
+        Err(Error::InProgress(format!(
+            "order {id} keeps changing; retry shortly"
+        )))
     }
 
     /// Brings the product service's side of order `id` in step with its status, if it owes

@@ -8,9 +8,12 @@ use shop_kit::clock::timestamp;
 use shop_proto::order::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{self, Address, IdempotencyKey, Line, Lines, Order, OrderStatus, Refusal};
+use crate::cart::Cart;
+use crate::domain::{self, Address, IdempotencyKey, Line, Lines, Order, OrderStatus, Payment, Refusal};
 use crate::error::Error;
+use crate::feed::FeedRequest;
 use crate::flows::{Caller, ListRequest, NewOrderRequest, Orders};
+use crate::store::events::Event;
 
 pub struct OrderApi {
     pub orders: Arc<Orders>,
@@ -46,6 +49,55 @@ fn to_pb(o: Order) -> pb::Order {
             .collect(),
         created_at: Some(timestamp(o.created_at)),
         updated_at: Some(timestamp(o.updated_at)),
+        payments: o.payments.into_iter().map(payment_pb).collect(),
+    }
+}
+
+fn payment_pb(p: Payment) -> pb::Payment {
+    pb::Payment {
+        id: p.id,
+        order_id: p.order_id,
+        amount_cents: p.amount_cents,
+        status: p.status.as_str().to_owned(),
+        provider: p.provider,
+        provider_ref: p.provider_ref,
+        created_at: Some(timestamp(p.created_at)),
+    }
+}
+
+fn cart_pb(c: Cart) -> pb::Cart {
+    pb::Cart {
+        items: c
+            .items
+            .into_iter()
+            .map(|i| pb::CartItem {
+                product_id: i.product_id,
+                name: i.name,
+                unit_price_cents: i.unit_price_cents,
+                quantity: i.quantity,
+                line_total_cents: i.line_total_cents,
+                available: i.available,
+            })
+            .collect(),
+        total_cents: c.total_cents,
+    }
+}
+
+fn event_pb(e: Event) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        r#type: e.kind,
+        order_id: e.order_id,
+        at: Some(timestamp(e.at)),
+        data: Some(pb::EventData {
+            status: e.status,
+            previous_status: e.previous_status,
+            by: e.by,
+            user_id: e.user_id,
+            total_cents: e.total_cents,
+            payment_id: e.payment_id,
+            amount_cents: e.amount_cents,
+        }),
     }
 }
 
@@ -54,8 +106,12 @@ fn text<'a, T>(req: &'a Request<T>, key: &str) -> Option<&'a str> {
 }
 
 fn public_status(s: &str) -> Result<OrderStatus, Refusal> {
-    OrderStatus::parse_public(s)
-        .ok_or_else(|| Refusal::invalid("status", "must be pending, paid, shipped, delivered or cancelled"))
+    OrderStatus::parse_public(s).ok_or_else(|| {
+        Refusal::invalid(
+            "status",
+            "must be pending, paid, shipped, delivered, cancelled or expired",
+        )
+    })
 }
 
 impl OrderApi {
@@ -75,12 +131,17 @@ impl OrderApi {
     }
 }
 
+/// The `idempotency-key` metadata entry. A key that is not valid text is refused like any other
+/// bad key, never ignored.
+fn idempotency_key<T>(req: &Request<T>) -> Result<Option<IdempotencyKey>, Refusal> {
+    match req.metadata().get("idempotency-key") {
+        Some(v) => Ok(Some(IdempotencyKey::parse(v.to_str().unwrap_or("\u{0}"))?)),
+        None => Ok(None),
+    }
+}
+
 fn new_order(req: Request<pb::CreateOrderRequest>) -> Result<NewOrderRequest, Refusal> {
-    // A key that is not valid text is refused like any other bad key, never ignored.
-    let key = match req.metadata().get("idempotency-key") {
-        Some(v) => Some(IdempotencyKey::parse(v.to_str().unwrap_or("\u{0}"))?),
-        None => None,
-    };
+    let key = idempotency_key(&req)?;
     let r = req.into_inner();
     let lines = r
         .items
@@ -95,6 +156,7 @@ fn new_order(req: Request<pb::CreateOrderRequest>) -> Result<NewOrderRequest, Re
         lines: Lines::parse(lines)?,
         address: Address::parse(&r.shipping_address)?,
         key,
+        from_cart: false,
     })
 }
 
@@ -181,5 +243,87 @@ impl pb::order_service_server::OrderService for OrderApi {
                 .change_status(&caller, id, OrderStatus::Cancelled)
                 .await?,
         )))
+    }
+
+    async fn start_payment(
+        &self,
+        req: Request<pb::StartPaymentRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let caller = self.caller(&req)?;
+        let key = idempotency_key(&req).map_err(Error::from)?;
+        let r = req.get_ref();
+        let payment = self.orders.start_payment(&caller, r.id, &r.simulate, key).await?;
+        Ok(Response::new(payment_pb(payment)))
+    }
+
+    async fn handle_payment_webhook(
+        &self,
+        req: Request<pb::PaymentWebhookRequest>,
+    ) -> Result<Response<pb::PaymentWebhookResponse>, Status> {
+        // No token: the signature is the provider's credential.
+        let r = req.into_inner();
+        let p = self.orders.payment_report(r.payload, &r.signature).await?;
+        Ok(Response::new(pb::PaymentWebhookResponse {
+            payment_id: p.id,
+            payment_status: p.status.as_str().to_owned(),
+        }))
+    }
+
+    async fn get_cart(&self, req: Request<pb::GetCartRequest>) -> Result<Response<pb::Cart>, Status> {
+        let caller = self.caller(&req)?;
+        Ok(Response::new(cart_pb(self.orders.cart(&caller).await?)))
+    }
+
+    async fn set_cart_item(
+        &self,
+        req: Request<pb::SetCartItemRequest>,
+    ) -> Result<Response<pb::Cart>, Status> {
+        let caller = self.caller(&req)?;
+        let r = req.get_ref();
+        let cart = self
+            .orders
+            .set_cart_item(&caller, r.product_id, r.quantity)
+            .await?;
+        Ok(Response::new(cart_pb(cart)))
+    }
+
+    async fn remove_cart_item(
+        &self,
+        req: Request<pb::RemoveCartItemRequest>,
+    ) -> Result<Response<pb::Cart>, Status> {
+        let caller = self.caller(&req)?;
+        let cart = self
+            .orders
+            .remove_cart_item(&caller, req.get_ref().product_id)
+            .await?;
+        Ok(Response::new(cart_pb(cart)))
+    }
+
+    async fn checkout_cart(
+        &self,
+        req: Request<pb::CheckoutCartRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let caller = self.caller(&req)?;
+        let key = idempotency_key(&req).map_err(Error::from)?;
+        let order = self
+            .orders
+            .checkout(&caller, &req.get_ref().shipping_address, key)
+            .await?;
+        Ok(Response::new(to_pb(order)))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = self.caller(&req)?;
+        let r = req.get_ref();
+        let q = FeedRequest::parse(r.after, r.limit, r.wait).map_err(Error::from)?;
+        let events = self.orders.events(&caller.who, q).await?;
+        let next_after = events.last().map_or(q.after, |e| e.id);
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(event_pb).collect(),
+            next_after,
+        }))
     }
 }

@@ -3,20 +3,28 @@
 //! stock returned exactly once, whatever crashes in between.
 //!
 //! `main` is thin; [`run`] is the whole server. Modules: [`config`], [`domain`] (status machine,
-//! order rules, pricing; pure), [`store`] (all SQL, and the bookkeeping that makes crashes and
-//! races repairable), [`upstream`] (user and product calls through discovery, with deadlines and
-//! typed failures), [`flows`] (create, show, move, cancel, settle), [`recovery`] (the pass that
-//! finishes what was interrupted), [`grpc`] (protobuf in and out), [`error`] (the one mapping to
-//! gRPC status).
+//! order rules, pricing, what a payment report does; pure), [`store`] (all SQL, and the
+//! bookkeeping that makes crashes and races repairable), [`upstream`] (user and product calls
+//! through discovery, with deadlines and typed failures), [`flows`] (create, show, move, cancel,
+//! settle), [`payments`] (start a payment, apply a provider's report), [`webhook`] (report
+//! signatures; pure), [`provider`] (the provider trait and the simulated provider), [`cart`],
+//! [`feed`] (the events feed, long polls included), [`recovery`] (the pass that finishes what
+//! was interrupted and expires unpaid orders), [`grpc`] (protobuf in and out), [`error`] (the
+//! one mapping to gRPC status).
 
+pub mod cart;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod flows;
 pub mod grpc;
+pub mod payments;
+pub mod provider;
 pub mod recovery;
 pub mod store;
 pub mod upstream;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -118,6 +126,25 @@ fn recovery_lock(
     )))
 }
 
+/// The payment provider (the simulated one, reporting to `payments.webhook_url`) and the
+/// webhook secret; without a secret, payments are off and the log says so.
+fn payments_setup(config: &Config) -> Result<flows::Payments, RunError> {
+    if config.webhook_secret.is_empty() {
+        tracing::warn!(
+            "payments.webhook_secret is not set: payments are off (starting one is refused, \
+             every provider report is 401); set SHOP_PAYMENTS_WEBHOOK_SECRET"
+        );
+    }
+    let url = config
+        .webhook_url
+        .parse()
+        .map_err(|e| RunError::Setup(format!("payments.webhook_url: {e}")))?;
+    Ok(flows::Payments {
+        provider: Box::new(provider::Simulated::new(config.webhook_secret.clone(), url)),
+        webhook_secret: config.webhook_secret.clone(),
+    })
+}
+
 /// Opens the database, starts watching the user and product services, repairs interrupted
 /// orders, and serves until `shutdown` resolves and calls in flight have finished.
 pub async fn run(
@@ -148,7 +175,16 @@ pub async fn run(
             .await;
         })
     };
-    let orders = Arc::new(flows::Orders { db, up });
+    let orders = Arc::new(flows::Orders {
+        db,
+        up,
+        pay: payments_setup(&config)?,
+        rules: flows::Rules {
+            pay_within: config.pay_within,
+            max_unpaid: config.max_unpaid,
+        },
+        feed: tokio::sync::Notify::new(),
+    });
     let api = grpc::OrderApi {
         orders: Arc::clone(&orders),
         verifier: Arc::new(verifier),

@@ -1,8 +1,11 @@
 //! The recovery pass: finishes what a crash, a lost race or an unreachable product service left
-//! half done. Orders stuck in `reserving` past a grace period (no create can still be running
-//! for them) fail and release their units; orders that owe the product service a commit or a
-//! release get it. Every step is a guarded update or an idempotent call, so a pass may overlap
-//! a request, another pass, or another instance's pass without doing anything twice.
+//! half done, and does the shop's own timed work. Orders stuck in `reserving` past a grace
+//! period (no create can still be running for them) fail and release their units; pending
+//! orders unpaid for longer than `orders.pay_within` expire and release theirs; orders that owe
+//! the product service a commit or a release get it; simulated payment reports lost to a crash
+//! are sent again. Every step is a guarded update or an idempotent call, so a pass may overlap
+//! a request, another pass, or another instance's pass without doing anything twice: an order
+//! expires once, and its units come back once, whatever is killed when.
 //!
 //! Passes run on one instance at a time: the one holding the Consul session lock
 //! (`recovery.lock`), or the only one when there is no Consul. A holder that loses the lock in
@@ -13,6 +16,7 @@ use std::time::Duration;
 use shop_kit::clock::now_millis;
 use tokio::sync::watch;
 
+use crate::domain::OrderStatus;
 use crate::error::Error;
 use crate::flows::Orders;
 use crate::store::{self, Settlement};
@@ -29,6 +33,10 @@ pub struct Pass {
     pub owed: usize,
     /// Of those, how many are still owed after the pass (the product service did not answer).
     pub left: usize,
+    /// Pending orders expired for want of payment.
+    pub expired: usize,
+    /// Simulated payment reports sent again.
+    pub resent: usize,
 }
 
 impl Orders {
@@ -43,8 +51,10 @@ impl Orders {
         let mut pass = Pass {
             stuck: work.stuck.len(),
             owed: work.owed.len(),
-            left: 0,
+            ..Pass::default()
         };
+        pass.expired = self.expire_once(&mut pass).await?;
+        pass.resent = self.resend_simulated(BATCH).await?;
         for id in work.stuck {
             // First the order (guarded: a create that finished meanwhile wins), then the units.
             let failed = self
@@ -77,19 +87,52 @@ impl Orders {
     }
 }
 
+impl Orders {
+    /// Moves pending orders unpaid for longer than `pay_within` to `expired` (guarded: a payment
+    /// or a cancel that got there first wins), then releases their units.
+    async fn expire_once(&self, pass: &mut Pass) -> Result<usize, Error> {
+        let window = i64::try_from(self.rules.pay_within.as_millis()).unwrap_or(i64::MAX);
+        let placed_before = now_millis().saturating_sub(window);
+        let ids = self
+            .db
+            .call(move |c| store::expirable(c, placed_before, BATCH))
+            .await?;
+        let mut expired = 0;
+        for id in ids {
+            let moved = self
+                .db
+                .write(move |c| {
+                    store::transition(c, id, OrderStatus::Pending, OrderStatus::Expired, 0, now_millis())
+                })
+                .await?;
+            if !moved {
+                continue;
+            }
+            expired += 1;
+            self.feed.notify_waiters();
+            tracing::info!(order_id = id, "unpaid order expired");
+            if let Err(e) = self.settle(id, "expiry").await {
+                tracing::warn!(order_id = id, error = %e, "could not release yet; next pass");
+                pass.left += 1;
+            }
+        }
+        Ok(expired)
+    }
+}
+
 /// Runs a pass every `every` while `held` says this instance holds the recovery lock, and one at
 /// once whenever it takes the lock. Never returns.
 pub async fn run(orders: &Orders, grace: Duration, every: Duration, mut held: watch::Receiver<bool>) {
     loop {
         if *held.borrow_and_update() {
             match orders.recover_once(grace).await {
-                Ok(Pass {
-                    stuck: 0, owed: 0, ..
-                }) => {}
+                Ok(pass) if pass == Pass::default() => {}
                 Ok(pass) => tracing::info!(
                     stuck = pass.stuck,
                     owed = pass.owed,
                     left = pass.left,
+                    expired = pass.expired,
+                    resent = pass.resent,
                     "recovery pass"
                 ),
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed"),

@@ -19,72 +19,16 @@
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
-use shop_kit::db::Migration;
 
 use crate::domain::{Change, Order, OrderStatus, PricedLine, Units};
 use crate::error::Error;
 
-pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "orders",
-        sql: "
-            CREATE TABLE orders (
-                id               INTEGER PRIMARY KEY AUTOINCREMENT,
-                user_id          INTEGER NOT NULL,
-                status           TEXT    NOT NULL CHECK (status IN
-                                     ('reserving', 'pending', 'paid', 'shipped', 'delivered', 'cancelled', 'failed')),
-                total_cents      INTEGER NOT NULL CHECK (total_cents >= 0),
-                shipping_address TEXT    NOT NULL,
-                idempotency_key  TEXT,
-                fingerprint      TEXT    NOT NULL,
-                failure          TEXT,
-                stock_released   INTEGER NOT NULL DEFAULT 0,
-                created_at       INTEGER NOT NULL,
-                updated_at       INTEGER NOT NULL
-            ) STRICT;
-            CREATE UNIQUE INDEX orders_idempotency ON orders (user_id, idempotency_key)
-                WHERE idempotency_key IS NOT NULL;
-            CREATE INDEX orders_by_user ON orders (user_id, created_at DESC, id DESC);
-            CREATE INDEX orders_needing_recovery ON orders (status, stock_released);
-            CREATE TABLE order_items (
-                order_id         INTEGER NOT NULL REFERENCES orders (id),
-                product_id       INTEGER NOT NULL,
-                product_name     TEXT    NOT NULL,
-                unit_price_cents INTEGER NOT NULL,
-                quantity         INTEGER NOT NULL CHECK (quantity > 0),
-                line_total_cents INTEGER NOT NULL,
-                PRIMARY KEY (order_id, product_id)
-            ) STRICT;
-            CREATE TABLE order_history (
-                id         INTEGER PRIMARY KEY,
-                order_id   INTEGER NOT NULL REFERENCES orders (id),
-                status     TEXT    NOT NULL,
-                changed_at INTEGER NOT NULL,
-                changed_by INTEGER NOT NULL
-            ) STRICT;
-            CREATE INDEX order_history_by_order ON order_history (order_id, id);
-        ",
-    },
-    Migration {
-        version: 2,
-        name: "settlement",
-        sql: "
-            -- Whether the product service's side of the order matches its status (see the top of
-            -- store.rs). Version 1 recorded this for cancelled orders only (stock_released).
-            ALTER TABLE orders ADD COLUMN settlement TEXT NOT NULL DEFAULT 'done'
-                CHECK (settlement IN ('done', 'owed', 'diverged'));
-            UPDATE orders SET settlement = 'owed'
-                WHERE status = 'reserving' OR (status = 'cancelled' AND stock_released = 0);
-            -- Failed orders give their idempotency key back.
-            UPDATE orders SET idempotency_key = NULL WHERE status = 'failed';
-            DROP INDEX orders_needing_recovery;
-            ALTER TABLE orders DROP COLUMN stock_released;
-            CREATE INDEX orders_owed ON orders (id) WHERE settlement = 'owed';
-            CREATE INDEX orders_reserving ON orders (updated_at) WHERE status = 'reserving';
-        ",
-    },
-];
+pub mod cart;
+pub mod events;
+mod migrations;
+pub mod payments;
+
+pub use migrations::MIGRATIONS;
 
 /// Whether the product service's side of an order is in step with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +93,8 @@ pub fn find_keyed(conn: &Connection, user_id: i64, key: &str, since: i64) -> Res
 pub enum Inserted {
     New(i64),
     Existing(Keyed),
+    /// The owner already has this many unpaid orders (the cap).
+    TooManyUnpaid(i64),
 }
 
 /// An order to write in `reserving`.
@@ -163,6 +109,8 @@ pub struct NewOrder<'a> {
     pub now: i64,
     /// Keys used before this moment may be used again.
     pub key_since: i64,
+    /// How many unpaid orders (pending, or being placed) the owner may have; 0: any number.
+    pub max_unpaid: i64,
 }
 
 /// Step 1 of a create: the order in `reserving`, with its priced lines.
@@ -177,6 +125,18 @@ pub fn insert_reserving(conn: &Connection, new: &NewOrder<'_>) -> Result<Inserte
             "UPDATE orders SET idempotency_key = NULL WHERE user_id = ?1 AND idempotency_key = ?2",
         )?
         .execute(params![new.user_id, key])?;
+    }
+    if new.max_unpaid > 0 {
+        // Counted only as far as the cap.
+        let unpaid: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM orders
+                     WHERE user_id = ?1 AND status IN ('reserving', 'pending') LIMIT ?2)",
+            )?
+            .query_row(params![new.user_id, new.max_unpaid], |r| r.get(0))?;
+        if unpaid >= new.max_unpaid {
+            return Ok(Inserted::TooManyUnpaid(unpaid));
+        }
     }
     conn.prepare_cached(
         "INSERT INTO orders (user_id, status, settlement, total_cents, shipping_address, idempotency_key, fingerprint,
@@ -202,9 +162,16 @@ pub fn insert_reserving(conn: &Connection, new: &NewOrder<'_>) -> Result<Inserte
     Ok(Inserted::New(id))
 }
 
-/// Step 3 of a create: `reserving` -> `pending`, its units held. False when the order is no
-/// longer reserving (recovery failed it first).
-pub fn finish_reserving(conn: &Connection, id: i64, by: i64, now: i64) -> Result<bool, Error> {
+/// Step 3 of a create: `reserving` -> `pending`, its units held; for a checkout, the ordered
+/// lines leave the owner's cart in the same transaction. False when the order is no longer
+/// reserving (recovery failed it first).
+pub fn finish_reserving(
+    conn: &Connection,
+    id: i64,
+    by: i64,
+    cart: Option<(i64, &[crate::domain::Line])>,
+    now: i64,
+) -> Result<bool, Error> {
     let n = conn
         .prepare_cached(
             "UPDATE orders SET status = 'pending', settlement = 'done', updated_at = ?2
@@ -212,7 +179,20 @@ pub fn finish_reserving(conn: &Connection, id: i64, by: i64, now: i64) -> Result
         )?
         .execute(params![id, now])?;
     if n == 1 {
-        record(conn, id, OrderStatus::Pending, by, now)?;
+        record(
+            conn,
+            Moved {
+                id,
+                from: None,
+                to: OrderStatus::Pending,
+                by,
+                payment: None,
+                now,
+            },
+        )?;
+        if let Some((owner, lines)) = cart {
+            cart::take_ordered(conn, owner, lines)?;
+        }
     }
     Ok(n == 1)
 }
@@ -235,11 +215,43 @@ pub fn fail_reserving(
     Ok(n == 1)
 }
 
-fn record(conn: &Connection, id: i64, status: OrderStatus, by: i64, now: i64) -> Result<(), Error> {
+/// A status change as history and the events feed record it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moved {
+    pub id: i64,
+    /// `None` for a new order's first visible status.
+    pub from: Option<OrderStatus>,
+    pub to: OrderStatus,
+    /// The user whose token made the change; 0 for the shop's own moves.
+    pub by: i64,
+    /// The payment that made the change, if one did.
+    pub payment: Option<(i64, i64)>,
+    pub now: i64,
+}
+
+/// Writes a status change to the order's history and, for visible statuses, to the events feed,
+/// in the caller's transaction.
+pub(crate) fn record(conn: &Connection, m: Moved) -> Result<(), Error> {
     conn.prepare_cached(
         "INSERT INTO order_history (order_id, status, changed_at, changed_by) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![id, status.as_str(), now, by])?;
+    .execute(params![m.id, m.to.as_str(), m.now, m.by])?;
+    if let Some(kind) = m.to.event() {
+        let (payment_id, amount_cents) = m.payment.unwrap_or((0, 0));
+        events::append(
+            conn,
+            &events::NewEvent {
+                kind,
+                order_id: m.id,
+                status: m.to.as_str(),
+                previous_status: m.from.map_or("", OrderStatus::as_str),
+                by: m.by,
+                payment_id,
+                amount_cents,
+            },
+            m.now,
+        )?;
+    }
     Ok(())
 }
 
@@ -263,7 +275,20 @@ pub fn transition(
         )?
         .execute(params![id, from.as_str(), to.as_str(), now, owes])?;
     if n == 1 {
-        record(conn, id, to, by, now)?;
+        record(
+            conn,
+            Moved {
+                id,
+                from: Some(from),
+                to,
+                by,
+                payment: None,
+                now,
+            },
+        )?;
+        if from == OrderStatus::Paid && to == OrderStatus::Cancelled {
+            payments::refund_cancelled(conn, id, now)?;
+        }
     }
     Ok(n == 1)
 }
@@ -336,6 +361,7 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<Order> {
         failure: r.get(7)?,
         items: Vec::new(),
         history: Vec::new(),
+        payments: Vec::new(),
     })
 }
 
@@ -375,6 +401,7 @@ fn fill(conn: &Connection, order: &mut Order) -> Result<(), Error> {
             })
         })?
         .collect::<Result<_, _>>()?;
+    order.payments = payments::of_order(conn, order.id)?;
     Ok(())
 }
 
@@ -458,6 +485,17 @@ pub fn recovery_work(conn: &Connection, stuck_before: i64, limit: i64) -> Result
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Work { stuck, owed })
+}
+
+/// Pending orders placed before `placed_before` (unpaid for too long), oldest first.
+pub fn expirable(conn: &Connection, placed_before: i64, limit: i64) -> Result<Vec<i64>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM orders WHERE status = 'pending' AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+    )?;
+    let ids = stmt
+        .query_map(params![placed_before, limit], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
 }
 
 /// Orders the product service disagrees with, for the log and the audit.

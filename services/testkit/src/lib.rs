@@ -110,6 +110,20 @@ pub fn issue_service_token(user_bin: &Path, scratch: &Scratch, service: &str) {
     assert!(status.success(), "issue-service-token failed: {err}");
 }
 
+/// `product-service audit` (`product_bin`) on `<scratch>/data`: true when, for every product,
+/// stock + units held = stock set by admins; and what it printed.
+pub fn product_audit(product_bin: &Path, scratch: &Scratch) -> (bool, String) {
+    let (status, out, err) = Launch::new(product_bin, "audit", scratch.path())
+        .arg("audit")
+        .arg("--data-dir")
+        .arg(scratch.join("data").to_str().unwrap())
+        .run(None);
+    (
+        status.success() && out.contains(" 0 unbalanced"),
+        format!("{out}{err}"),
+    )
+}
+
 /// How to start a service binary.
 #[derive(Debug, Clone)]
 pub struct Launch {

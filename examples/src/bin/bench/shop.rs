@@ -201,7 +201,15 @@ impl Shop {
             format!("upstream.product_addrs={}", product.addr),
         );
         let mut order_args = base.to_vec();
-        order_args.extend(["--set", &users, "--set", &products]);
+        // The order rows place thousands of orders per customer and never pay: no unpaid cap.
+        order_args.extend([
+            "--set",
+            &users,
+            "--set",
+            &products,
+            "--set",
+            "orders.max_unpaid=0",
+        ]);
         let order = start(&d, "order", &bin.join("order-service"), &order_args, &[])?;
         let toml = d.join("gateway.toml");
         std::fs::write(&toml, gateway_toml(&d, &user.addr, &product.addr, &order.addr)?)

@@ -231,7 +231,7 @@ async fn a_retried_create_with_the_same_key_reserves_once() {
 async fn the_status_machine_and_cancelling_exactly_once() {
     let s = Stack::start("order-status");
     let a = s.product("Chair", 10_000, 20).await;
-    let (_, alice) = s.customer("alice").await;
+    let (alice_id, alice) = s.customer("alice").await;
     let admin = s.admin().await;
     let mut orders = s.orders().await;
     let o = orders
@@ -268,12 +268,25 @@ async fn the_status_machine_and_cancelling_exactly_once() {
         Code::InvalidArgument,
         "status",
     );
+    // The owner pays through a payment, never by setting the status; an admin may mark it
+    // paid by hand, and the history names the admin.
+    assert_status(
+        orders.update_order_status(status_req(o.id, "paid", &alice)).await,
+        Code::PermissionDenied,
+        &format!("POST /api/orders/{}/payments", o.id),
+    );
     let paid = orders
-        .update_order_status(status_req(o.id, "paid", &alice))
+        .update_order_status(status_req(o.id, "paid", &admin))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(paid.status, "paid");
+    let by_hand = paid.history.last().unwrap();
+    assert_eq!(by_hand.status, "paid");
+    assert!(
+        by_hand.changed_by != 0 && by_hand.changed_by != alice_id,
+        "marked paid by the admin: {by_hand:?}"
+    );
     assert_status(
         orders
             .update_order_status(status_req(o.id, "shipped", &alice))
@@ -344,7 +357,7 @@ async fn the_status_machine_and_cancelling_exactly_once() {
         .unwrap()
         .into_inner();
     let c2_paid = orders
-        .update_order_status(status_req(c2.id, "paid", &alice))
+        .update_order_status(status_req(c2.id, "paid", &admin))
         .await
         .unwrap()
         .into_inner();
@@ -480,19 +493,35 @@ async fn users_see_only_their_own_orders_and_admins_see_all() {
         .into_inner();
     assert_eq!((bobs.total, bobs.orders[0].id), (1, placed.id));
 
-    // Paging and the status filter.
-    for _ in 0..11 {
+    // A customer holds at most 10 unpaid orders (orders.max_unpaid); a paid one no longer
+    // counts.
+    for _ in 0..9 {
         orders
             .create_order(order_req(&[(a, 1)], &alice, None))
             .await
             .unwrap();
     }
-    let page2 = orders
+    assert_status(
+        orders.create_order(order_req(&[(a, 1)], &alice, None)).await,
+        Code::FailedPrecondition,
+        "10 unpaid orders",
+    );
+    orders
+        .update_order_status(status_req(mine.id, "paid", &admin))
+        .await
+        .unwrap();
+    orders
+        .create_order(order_req(&[(a, 1)], &alice, None))
+        .await
+        .unwrap();
+
+    // Paging and the status filter: 11 orders, 10 of them pending.
+    let page3 = orders
         .list_user_orders(with_token(
             pb::ListUserOrdersRequest {
                 user_id: alice_id,
-                page: Some(2),
-                page_size: Some(10),
+                page: Some(3),
+                page_size: Some(4),
                 status: "pending".to_owned(),
             },
             &alice,
@@ -500,8 +529,18 @@ async fn users_see_only_their_own_orders_and_admins_see_all() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((page2.total, page2.orders.len()), (12, 2));
-    assert!(page2.orders.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!((page3.total, page3.orders.len()), (10, 2));
+    assert!(page3.orders.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(page3.orders.iter().all(|o| o.status == "pending"));
+    assert_eq!(
+        orders
+            .list_user_orders(list(alice_id, &alice))
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        11
+    );
     assert_status(
         orders
             .list_user_orders(with_token(

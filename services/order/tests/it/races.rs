@@ -13,8 +13,11 @@ use crate::support::*;
 const PRODUCTS: usize = 5;
 const STOCK: i64 = 100;
 
-/// `n` paid orders of one unit each, spread over the products; returns their ids.
+/// `n` paid orders of one unit each, spread over the products, placed by the customer whose
+/// token this is and marked paid by an admin (a customer pays through StartPayment, which
+/// these races do not need); returns their ids.
 async fn paid_orders(s: &Stack, token: &str, products: &[i64], n: usize) -> Vec<i64> {
+    let admin = s.admin().await;
     let mut orders = s.orders().await;
     let mut ids = Vec::new();
     for i in 0..n {
@@ -26,7 +29,7 @@ async fn paid_orders(s: &Stack, token: &str, products: &[i64], n: usize) -> Vec<
             .into_inner()
             .id;
         orders
-            .update_order_status(status_req(id, "paid", token))
+            .update_order_status(status_req(id, "paid", &admin))
             .await
             .unwrap();
         ids.push(id);

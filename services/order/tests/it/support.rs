@@ -225,19 +225,7 @@ impl Stack {
 
     /// `product-service audit` on the product database: stock + reserved = set by admins.
     pub fn product_audit(&self) -> (bool, String) {
-        let (status, out, err) = Launch::new(
-            sibling_binary(ORDER_BIN, "product-service"),
-            "audit",
-            self.scratch.path(),
-        )
-        .arg("audit")
-        .arg("--data-dir")
-        .arg(self.scratch.join("data").to_str().unwrap())
-        .run(None);
-        (
-            status.success() && out.contains(" 0 unbalanced"),
-            format!("{out}{err}"),
-        )
+        shop_testkit::product_audit(&sibling_binary(ORDER_BIN, "product-service"), &self.scratch)
     }
 }
 
