@@ -55,7 +55,7 @@ fn the_simulated_provider_pays_an_order_and_customers_cannot_mark_it_paid() {
 
     let status = format!("/api/orders/{order}/status");
     s.call("PUT", &status, Some(&alice_t), Some(r#"{"status": "paid"}"#))
-        .refused(403, "PERMISSION_DENIED", "payments");
+        .refused(403, "PERMISSION_DENIED", "starting a payment");
 
     let p = pay(&s, &alice_t, order, "{}");
     assert_eq!(p["status"], "pending");
@@ -320,4 +320,55 @@ fn a_payment_racing_a_cancel_is_refunded_exactly_once() {
     }
     let (ok, out) = s.audit_ok();
     assert!(ok, "{out}");
+}
+
+#[test]
+fn money_that_cannot_pay_the_order_is_refunded() {
+    let s = silent_provider("pay-refunds");
+    let admin = s.admin();
+    let (_, alice_t) = s.customer("alice");
+    let lamp = s.product(&admin, "Lamp", 400, 10);
+    let now = unix_now();
+    let status = |order: i64| {
+        let o = s
+            .call("GET", &format!("/api/orders/{order}"), Some(&alice_t), None)
+            .expect(200)
+            .json;
+        (
+            o["status"].as_str().unwrap().to_owned(),
+            o["payments"][0]["status"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    // The provider says it collected another amount than the order's: never paid.
+    let short = s.order(&alice_t, lamp, 2);
+    let reference = pay(&s, &alice_t, short, "{}")["provider_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"provider_ref": reference, "outcome": "succeeded", "amount_cents": 400}).to_string();
+    let a = s.report(&body, WEBHOOK_SECRET, now).expect(200);
+    assert_eq!(a.json["payment_status"], "refunded");
+    assert_eq!(status(short), ("pending".to_owned(), "refunded".to_owned()));
+
+    // A success delivered after the failure of the same payment: the money goes back.
+    let late = s.order(&alice_t, lamp, 1);
+    let reference = pay(&s, &alice_t, late, "{}")["provider_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.report(&report_body(&reference, "failed"), WEBHOOK_SECRET, now)
+        .expect(200);
+    assert_eq!(status(late), ("pending".to_owned(), "failed".to_owned()));
+    let a = s
+        .report(&report_body(&reference, "succeeded"), WEBHOOK_SECRET, now)
+        .expect(200);
+    assert_eq!(a.json["payment_status"], "refunded");
+    assert_eq!(status(late), ("pending".to_owned(), "refunded".to_owned()));
+
+    // The right amount pays.
+    let right = json!({"provider_ref": pay(&s, &alice_t, late, "{}")["provider_ref"], "outcome": "succeeded", "amount_cents": 400})
+        .to_string();
+    s.report(&right, WEBHOOK_SECRET, now).expect(200);
+    assert_eq!(status(late).0, "paid");
 }

@@ -118,7 +118,7 @@ fn every_route_answers_with_its_status_and_auth_rules() {
         Some(&alice_t),
         Some(r#"{"status": "paid"}"#),
     )
-    .refused(403, "PERMISSION_DENIED", "/payments");
+    .refused(403, "PERMISSION_DENIED", "starting a payment");
     let a = s
         .call(
             "PUT",
@@ -196,7 +196,7 @@ fn service_errors_become_http_statuses_and_change_nothing() {
         Some(&alice_t),
         Some(r#"{"status": "paid"}"#),
     )
-    .refused(403, "PERMISSION_DENIED", "payments");
+    .refused(403, "PERMISSION_DENIED", "starting a payment");
     s.call(
         "PUT",
         &format!("/api/orders/{o}/status"),

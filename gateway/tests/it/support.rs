@@ -91,6 +91,7 @@ impl Stack {
         let port = shop_testkit::free_port();
         let mut order = service(&scratch, &agent, "order-service")
             .env("SHOP_PAYMENTS_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("SHOP_PAYMENTS_PROVIDER", "simulated")
             .arg("--set")
             .arg("upstream.timeout=1s")
             .arg("--set")

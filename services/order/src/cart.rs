@@ -1,7 +1,12 @@
 //! Carts, step by step: a customer's lines shown with today's prices (prices are fixed only at
 //! checkout), set and removed one at a time, and checkout, which places the order exactly as
 //! CreateOrder does and takes the ordered lines out of the cart in the transaction that
-//! acknowledges the order, so the cart is emptied only when the order exists.
+//! acknowledges the order, so the cart is emptied only when the order exists. One checkout per
+//! user runs at a time on an instance (a double click is refused, not ordered twice); an
+//! `Idempotency-Key` makes a retry safe across instances.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
 use shop_kit::clock::now_millis;
 
@@ -126,7 +131,12 @@ impl Orders {
     ) -> Result<Order, Error> {
         let address = Address::parse(address)?;
         let user_id = caller.who.user_id;
-        // A repeated key answers its order, although the cart it came from is gone by now.
+        let _running = Running::take(&self.checkouts, user_id).ok_or_else(|| {
+            Error::InProgress("a checkout of your cart is already running; retry shortly".to_owned())
+        })?;
+        // Checkout keys live apart from POST /api/orders keys. A repeated key answers its order,
+        // although the cart it came from is gone by now.
+        let key = key.map(|k| k.scoped("cart"));
         if let Some(k) = &key
             && let Some(order) = self.keyed_order(user_id, k).await?
         {
@@ -147,9 +157,49 @@ impl Orders {
     }
 }
 
+/// A user's checkout running on this instance; dropping it ends it.
+struct Running<'a> {
+    users: &'a Mutex<HashSet<i64>>,
+    user_id: i64,
+}
+
+impl<'a> Running<'a> {
+    /// `None` when the user has a checkout running already.
+    fn take(users: &'a Mutex<HashSet<i64>>, user_id: i64) -> Option<Running<'a>> {
+        let fresh = users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user_id);
+        fresh.then_some(Running { users, user_id })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.user_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_checkout_per_user_at_a_time() {
+        let users = Mutex::default();
+        let first = Running::take(&users, 7);
+        assert!(first.is_some());
+        assert!(
+            Running::take(&users, 7).is_none(),
+            "a double click waits its turn"
+        );
+        assert!(Running::take(&users, 8).is_some(), "other users are not held up");
+        drop(first);
+        assert!(Running::take(&users, 7).is_some());
+    }
 
     #[test]
     fn a_cart_is_priced_today_and_unsold_lines_do_not_count() {

@@ -41,6 +41,16 @@ pub struct Config {
     /// `payments.webhook_url`: where the simulated provider sends its reports (the gateway's
     /// `POST /api/payments/webhook`).
     pub webhook_url: String,
+    /// `payments.provider`: `none` (the default: payments cannot start) or `simulated` (the
+    /// built-in provider that pays every order it is asked to: for demos and tests only).
+    pub provider: ProviderKind,
+}
+
+/// Which payment provider takes payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    None,
+    Simulated,
 }
 
 /// Shortest webhook secret accepted (bytes).
@@ -64,6 +74,7 @@ impl Default for Config {
             max_unpaid: 10,
             webhook_secret: String::new(),
             webhook_url: "http://127.0.0.1:8080/api/payments/webhook".to_owned(),
+            provider: ProviderKind::None,
         }
     }
 }
@@ -116,7 +127,8 @@ impl Settings for Config {
         "orders.pay_within",
         "orders.max_unpaid",
         "payments.webhook_secret",
-        "payments.webhook_url"
+        "payments.webhook_url",
+        "payments.provider"
     );
 
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
@@ -154,10 +166,21 @@ impl Settings for Config {
             "payments.webhook_secret" => self.webhook_secret = value.string()?,
             "payments.webhook_url" => {
                 let url = value.string()?;
-                if !url.starts_with("http://") || url.parse::<hyper::Uri>().is_err() {
+                let parsed = url.parse::<hyper::Uri>().ok();
+                let http = parsed.as_ref().is_some_and(|u| {
+                    u.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http")) && u.host().is_some()
+                });
+                if !http {
                     return Err(format!("expected an http:// URL, got {url:?}"));
                 }
                 self.webhook_url = url;
+            }
+            "payments.provider" => {
+                self.provider = match value.string()?.as_str() {
+                    "none" => ProviderKind::None,
+                    "simulated" => ProviderKind::Simulated,
+                    other => return Err(format!("expected none or simulated, got {other:?}")),
+                }
             }
             other => return Err(format!("no such key {other}")),
         }
@@ -191,6 +214,12 @@ impl Settings for Config {
         if self.pay_within < Duration::from_secs(1) || self.pay_within > Duration::from_secs(7 * 24 * 3600) {
             return fail("orders.pay_within", "expected between 1s and 7d");
         }
+        if self.provider != ProviderKind::None && self.webhook_secret.is_empty() {
+            return fail(
+                "payments.webhook_secret",
+                "is required when payments.provider is set (set SHOP_PAYMENTS_WEBHOOK_SECRET)",
+            );
+        }
         let secret = &self.webhook_secret;
         if !secret.is_empty()
             && (secret.len() < WEBHOOK_SECRET_MIN || secret.chars().any(char::is_whitespace))
@@ -207,6 +236,35 @@ impl Settings for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payments_are_off_unless_a_provider_and_its_secret_are_set() {
+        let mut c = Config::default();
+        assert_eq!(c.provider, ProviderKind::None);
+        c.set("payments.provider", &Value::Text("simulated".into()))
+            .unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "payments.webhook_secret");
+        c.set("payments.webhook_secret", &Value::Text("short".into()))
+            .unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "payments.webhook_secret");
+        c.set("payments.webhook_secret", &Value::Text("k".repeat(32)))
+            .unwrap();
+        assert!(c.validate().is_ok());
+        assert!(c.set("payments.provider", &Value::Text("stripe".into())).is_err());
+        for url in ["https://shop/x", "ftp://a/b", "not a url", "http://"] {
+            assert!(
+                c.set("payments.webhook_url", &Value::Text(url.into())).is_err(),
+                "{url}"
+            );
+        }
+        assert!(
+            c.set(
+                "payments.webhook_url",
+                &Value::Text("HTTP://127.0.0.1:8080/w".into())
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn upstreams_need_consul_or_addresses() {

@@ -34,7 +34,7 @@ pub enum Refusal {
     #[error("product {0} does not exist or is no longer sold")]
     UnknownProduct(i64),
     /// Customers pay through a payment; only an admin marks an order paid by hand.
-    #[error("an order is paid through POST /api/orders/{0}/payments; only an admin may mark it paid by hand")]
+    #[error("order {0} is paid by starting a payment for it; only an admin may mark an order paid by hand")]
     PayByPayment(i64),
 }
 
@@ -280,6 +280,12 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key in a namespace of its own (`cart:<key>` for checkouts), so that one key used on
+    /// two different calls never answers one with the other's order.
+    pub fn scoped(&self, namespace: &str) -> IdempotencyKey {
+        IdempotencyKey(format!("{namespace}:{}", self.0))
+    }
 }
 
 /// A line priced by the product service.
@@ -338,23 +344,37 @@ pub enum Outcome {
     Failed,
 }
 
-/// What a payment report does, given the payment's and the order's status when it arrives:
-/// the payment's new status and whether the order becomes paid. `None`: the payment has
-/// already had its outcome, and a repeat changes nothing.
+/// A provider's report: the outcome, and the amount it says it collected when it says one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub amount_cents: Option<i64>,
+}
+
+/// What a payment report does, given the payment's amount and status and the order's status
+/// when it arrives: the payment's new status and whether the order becomes paid. `None`: the
+/// payment has had its outcome, and a repeat changes nothing.
+///
+/// Money that arrives and cannot pay the order goes back (`Refunded`): a success for an order
+/// cancelled, expired or paid by hand meanwhile, a success after the payment was reported
+/// failed (out-of-order delivery), and a success for another amount than the order's.
 pub fn settle_payment(
     payment: PaymentStatus,
+    amount_cents: i64,
     order: OrderStatus,
-    outcome: Outcome,
+    report: Report,
 ) -> Option<(PaymentStatus, bool)> {
-    if payment != PaymentStatus::Pending {
-        return None;
+    let right_amount = report.amount_cents.is_none_or(|a| a == amount_cents);
+    match (payment, report.outcome) {
+        (PaymentStatus::Pending, Outcome::Failed) => Some((PaymentStatus::Failed, false)),
+        (PaymentStatus::Pending, Outcome::Succeeded) if order == OrderStatus::Pending && right_amount => {
+            Some((PaymentStatus::Succeeded, true))
+        }
+        (PaymentStatus::Pending | PaymentStatus::Failed, Outcome::Succeeded) => {
+            Some((PaymentStatus::Refunded, false))
+        }
+        _ => None,
     }
-    Some(match outcome {
-        Outcome::Failed => (PaymentStatus::Failed, false),
-        Outcome::Succeeded if order == OrderStatus::Pending => (PaymentStatus::Succeeded, true),
-        // Cancelled, expired, or paid by hand meanwhile: the money goes back.
-        Outcome::Succeeded => (PaymentStatus::Refunded, false),
-    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,21 +522,51 @@ mod tests {
     #[test]
     fn a_payment_report_counts_once_and_never_revives_an_order() {
         use PaymentStatus as P;
-        let ok = Outcome::Succeeded;
+        let ok = Report {
+            outcome: Outcome::Succeeded,
+            amount_cents: None,
+        };
+        let failed = Report {
+            outcome: Outcome::Failed,
+            amount_cents: None,
+        };
         assert_eq!(
-            settle_payment(P::Pending, Pending, ok),
+            settle_payment(P::Pending, 500, Pending, ok),
             Some((P::Succeeded, true))
         );
         assert_eq!(
-            settle_payment(P::Pending, Pending, Outcome::Failed),
+            settle_payment(P::Pending, 500, Pending, failed),
             Some((P::Failed, false))
         );
         for gone in [Cancelled, Expired, Paid] {
-            assert_eq!(settle_payment(P::Pending, gone, ok), Some((P::Refunded, false)));
+            assert_eq!(
+                settle_payment(P::Pending, 500, gone, ok),
+                Some((P::Refunded, false))
+            );
         }
-        for done in [P::Succeeded, P::Failed, P::Refunded] {
-            assert_eq!(settle_payment(done, Pending, ok), None, "{done:?}");
+        assert_eq!(
+            settle_payment(P::Failed, 500, Pending, ok),
+            Some((P::Refunded, false)),
+            "a success after a failure is money to give back"
+        );
+        for done in [P::Succeeded, P::Refunded] {
+            assert_eq!(settle_payment(done, 500, Pending, ok), None, "{done:?}");
+            assert_eq!(settle_payment(done, 500, Pending, failed), None, "{done:?}");
         }
+        assert_eq!(settle_payment(P::Failed, 500, Pending, failed), None);
+        let amount = |a| Report {
+            outcome: Outcome::Succeeded,
+            amount_cents: Some(a),
+        };
+        assert_eq!(
+            settle_payment(P::Pending, 500, Pending, amount(500)),
+            Some((P::Succeeded, true))
+        );
+        assert_eq!(
+            settle_payment(P::Pending, 500, Pending, amount(499)),
+            Some((P::Refunded, false)),
+            "another amount never pays the order"
+        );
     }
 
     #[test]

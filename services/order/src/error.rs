@@ -32,6 +32,9 @@ pub enum Error {
     /// acknowledged; nothing is held for it and the client may retry.
     #[error("order {0} was interrupted before it completed; nothing was charged or held; retry")]
     Interrupted(i64),
+    /// This instance is at a limit it sets itself (long polls waiting); retry.
+    #[error("{0}")]
+    Busy(String),
     /// A payment report whose signature does not hold (the kind is logged, never shown).
     #[error("the payment report's signature is missing, stale or wrong")]
     BadSignature(crate::webhook::SignatureError),
@@ -99,6 +102,7 @@ impl From<Error> for Status {
             Error::Upstream(u) => upstream_status(u),
             Error::Interrupted(_) => Status::unavailable(e.to_string()),
             Error::BadSignature(_) => Status::unauthenticated(e.to_string()),
+            Error::Busy(_) => Status::resource_exhausted(e.to_string()),
             Error::UnknownPayment(_) => Status::not_found(e.to_string()),
             Error::Db(db) => db.into_status("order"),
         }

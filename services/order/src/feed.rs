@@ -1,6 +1,7 @@
 //! The events feed, read: events after a given id, in id order, for admins; with `wait`, a long
 //! poll that answers as soon as an event is written (woken by this instance's writes, and by a
-//! short re-read for other instances sharing the database) or when the wait is over.
+//! short re-read for other instances sharing the database) or when the wait is over. At most
+//! [`WAITING_MAX`] polls wait at once per instance.
 
 use std::time::Duration;
 
@@ -13,8 +14,14 @@ use crate::store::events::{self, Event};
 
 pub const LIMIT_DEFAULT: i32 = 100;
 pub const LIMIT_MAX: i32 = 1000;
-/// Longest long poll, in seconds.
+/// Longest long poll a client may ask for, in seconds.
 pub const WAIT_MAX: i32 = 30;
+/// How long a long poll waits at most: a little under the service's own 30 s limit on any call
+/// (`shop_kit::serve::CALL_TIMEOUT`), so that an empty answer always arrives in time.
+const WAIT_CEILING: Duration = Duration::from_secs(28);
+/// Long polls waiting at once per instance; more are refused (RESOURCE_EXHAUSTED), so polls
+/// cannot take the read connections lists and recovery need.
+pub const WAITING_MAX: usize = 16;
 /// How often a long poll re-reads, for events other instances write.
 const REREAD: Duration = Duration::from_millis(250);
 
@@ -50,7 +57,7 @@ impl FeedRequest {
         Ok(FeedRequest {
             after,
             limit,
-            wait: Duration::from_secs(u64::from(wait.unsigned_abs())),
+            wait: Duration::from_secs(u64::from(wait.unsigned_abs())).min(WAIT_CEILING),
         })
     }
 }
@@ -61,6 +68,15 @@ impl Orders {
         if !who.is_admin() {
             return Err(Error::Forbidden("the events feed is for admins".to_owned()));
         }
+        let _permit = if q.wait.is_zero() {
+            None
+        } else {
+            Some(self.feed_waiters.try_acquire().map_err(|_| {
+                Error::Busy(format!(
+                    "{WAITING_MAX} long polls of the events feed are already waiting here; retry, or poll without wait"
+                ))
+            })?)
+        };
         let deadline = tokio::time::Instant::now() + q.wait;
         loop {
             // Registered before the read, so an event written during it still wakes us.
@@ -76,5 +92,21 @@ impl Orders {
             let pause = REREAD.min(deadline - now);
             let _ = tokio::time::timeout(pause, woken).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_poll_always_answers_within_the_services_call_limit() {
+        let q = FeedRequest::parse(0, None, WAIT_MAX).unwrap();
+        assert!(q.wait < shop_kit::serve::CALL_TIMEOUT);
+        assert_eq!(q.limit, LIMIT_DEFAULT);
+        assert!(FeedRequest::parse(0, None, WAIT_MAX + 1).is_err());
+        assert!(FeedRequest::parse(-1, None, 0).is_err());
+        assert!(FeedRequest::parse(0, Some(0), 0).is_err());
+        assert!(FeedRequest::parse(0, Some(LIMIT_MAX + 1), 0).is_err());
     }
 }

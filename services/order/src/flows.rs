@@ -29,12 +29,17 @@ pub struct Orders {
     pub rules: Rules,
     /// Woken whenever this instance writes an event (long polls of the feed wait on it).
     pub feed: tokio::sync::Notify,
+    /// Permits for long polls waiting at once (`feed::WAITING_MAX`).
+    pub feed_waiters: tokio::sync::Semaphore,
+    /// Users with a checkout running on this instance: a second one (a double click) is refused
+    /// rather than placing the cart twice.
+    pub checkouts: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
-/// How payments are taken: the provider and the secret its reports are signed with (empty:
-/// payments are off).
+/// How payments are taken: the provider (none: payments cannot start) and the secret its
+/// reports are signed with (empty: every report is refused).
 pub struct Payments {
-    pub provider: Box<dyn crate::provider::Provider>,
+    pub provider: Option<Box<dyn crate::provider::Provider>>,
     pub webhook_secret: String,
 }
 
@@ -150,13 +155,9 @@ impl Orders {
         self.load(existing.id).await
     }
 
-    pub async fn create(&self, caller: &Caller, req: NewOrderRequest) -> Result<Order, Error> {
-        let who = &caller.who;
-        let owner = if req.user_id == 0 {
-            who.user_id
-        } else {
-            req.user_id
-        };
+    /// The order's owner: the caller, or for an admin the user named.
+    fn owner(who: &Identity, user_id: i64) -> Result<i64, Error> {
+        let owner = if user_id == 0 { who.user_id } else { user_id };
         if owner <= 0 {
             return Err(Refusal::invalid("user_id", "must be a positive user id").into());
         }
@@ -165,6 +166,11 @@ impl Orders {
                 "you may only place orders for yourself".to_owned(),
             ));
         }
+        Ok(owner)
+    }
+
+    pub async fn create(&self, caller: &Caller, req: NewOrderRequest) -> Result<Order, Error> {
+        let owner = Self::owner(&caller.who, req.user_id)?;
         let fingerprint = domain::fingerprint(owner, &req.lines, &req.address);
         let since = now_millis() - domain::IDEMPOTENCY_WINDOW_MS;
         if let Some(k) = &req.key {
@@ -227,10 +233,22 @@ impl Orders {
                 )));
             }
         };
+        self.reserve_and_acknowledge(caller, id, owner, &req).await
+    }
+
+    /// Steps 2 and 3 of a create: the product service reserves the units, then the order is
+    /// acknowledged (`pending`; for a checkout, the ordered lines leave the cart).
+    async fn reserve_and_acknowledge(
+        &self,
+        caller: &Caller,
+        id: i64,
+        owner: i64,
+        req: &NewOrderRequest,
+    ) -> Result<Order, Error> {
         if let Err(e) = self.up.reserve(id, &req.lines, &caller.request_id).await {
             return Err(self.reserve_failed(id, e, &caller.request_id).await);
         }
-        let by = who.user_id;
+        let by = caller.who.user_id;
         let cart = req.from_cart.then(|| req.lines.as_slice().to_vec());
         if !self
             .db
@@ -302,7 +320,9 @@ impl Orders {
         let by = caller.who.user_id;
         // Each retry follows a move someone else made; an order moves a few times at most.
         for _ in 0..4 {
-            if from == to && to == OrderStatus::Cancelled {
+            // A cancel that finds the order cancelled, or expired (its units are back too), is
+            // done.
+            if to == OrderStatus::Cancelled && matches!(from, OrderStatus::Cancelled | OrderStatus::Expired) {
                 return Ok(());
             }
             domain::check_move(id, from, to, caller.who.is_admin())?;

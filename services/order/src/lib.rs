@@ -126,21 +126,32 @@ fn recovery_lock(
     )))
 }
 
-/// The payment provider (the simulated one, reporting to `payments.webhook_url`) and the
-/// webhook secret; without a secret, payments are off and the log says so.
+/// The payment provider (`payments.provider`: none, or the simulated one reporting to
+/// `payments.webhook_url`) and the webhook secret.
 fn payments_setup(config: &Config) -> Result<flows::Payments, RunError> {
-    if config.webhook_secret.is_empty() {
-        tracing::warn!(
-            "payments.webhook_secret is not set: payments are off (starting one is refused, \
-             every provider report is 401); set SHOP_PAYMENTS_WEBHOOK_SECRET"
-        );
-    }
-    let url = config
-        .webhook_url
-        .parse()
-        .map_err(|e| RunError::Setup(format!("payments.webhook_url: {e}")))?;
+    let provider: Option<Box<dyn provider::Provider>> = match config.provider {
+        config::ProviderKind::None => {
+            tracing::info!("payments.provider is none: payments cannot be started here");
+            None
+        }
+        config::ProviderKind::Simulated => {
+            let url = config
+                .webhook_url
+                .parse()
+                .map_err(|e| RunError::Setup(format!("payments.webhook_url: {e}")))?;
+            tracing::warn!(
+                webhook_url = %config.webhook_url,
+                "payments.provider is simulated: every payment started succeeds without money moving; \
+                 for demos and tests only"
+            );
+            Some(Box::new(provider::Simulated::new(
+                config.webhook_secret.clone(),
+                url,
+            )))
+        }
+    };
     Ok(flows::Payments {
-        provider: Box::new(provider::Simulated::new(config.webhook_secret.clone(), url)),
+        provider,
         webhook_secret: config.webhook_secret.clone(),
     })
 }
@@ -184,6 +195,8 @@ pub async fn run(
             max_unpaid: config.max_unpaid,
         },
         feed: tokio::sync::Notify::new(),
+        feed_waiters: tokio::sync::Semaphore::new(feed::WAITING_MAX),
+        checkouts: std::sync::Mutex::default(),
     });
     let api = grpc::OrderApi {
         orders: Arc::clone(&orders),

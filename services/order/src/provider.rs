@@ -46,8 +46,9 @@ pub struct Simulated {
     secret: String,
     url: hyper::Uri,
     client: Client<HttpConnector, Full<Bytes>>,
-    /// Payments whose report is being sent: a resend while one is in flight is dropped, so a
-    /// shop that cannot be reached never piles up senders.
+    /// Payments whose report is being sent, or was refused by the shop for good: a resend of
+    /// those is dropped, so a shop that cannot be reached never piles up senders and a refused
+    /// report is not sent again until a restart.
     sending: Mutex<HashSet<i64>>,
 }
 
@@ -86,18 +87,30 @@ impl Simulated {
         Err(format!("HTTP {status}"))
     }
 
-    async fn report(&self, payment_id: i64, provider_ref: String, outcome: Outcome) {
-        let body = webhook::report_body(&provider_ref, outcome);
+    /// Sends a report, retrying; true when the shop refused it for good (4xx).
+    async fn report(
+        &self,
+        payment_id: i64,
+        provider_ref: String,
+        amount_cents: i64,
+        outcome: Outcome,
+    ) -> bool {
+        let body = webhook::report_body(&provider_ref, outcome, amount_cents);
         let mut pause = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
             match self.deliver(&body).await {
                 Ok(true) => {
                     tracing::info!(payment_id, provider_ref, "simulated provider reported");
-                    return;
+                    return false;
                 }
                 Ok(false) => {
-                    tracing::warn!(payment_id, provider_ref, "the shop refused the simulated report");
-                    return;
+                    tracing::warn!(
+                        payment_id,
+                        provider_ref,
+                        "the shop refused the simulated report for good; not sent again \
+                         (check payments.webhook_url and the secret)"
+                    );
+                    return true;
                 }
                 Err(e) if attempt < ATTEMPTS => {
                     tracing::info!(payment_id, attempt, error = %e, "report not delivered; retrying");
@@ -109,6 +122,7 @@ impl Simulated {
                 }
             }
         }
+        false
     }
 }
 
@@ -135,14 +149,17 @@ impl Provider for Arc<Simulated> {
             return false;
         }
         let me = Arc::clone(self);
-        let provider_ref = payment.provider_ref.clone();
+        let (provider_ref, amount_cents) = (payment.provider_ref.clone(), payment.amount_cents);
         tokio::spawn(async move {
             tokio::time::sleep(REPORT_AFTER).await;
-            me.report(id, provider_ref, outcome).await;
-            me.sending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            // A report the shop refused stays marked, so it is not sent again; the others may
+            // be (one taken is never asked for again: its payment is no longer pending).
+            if !me.report(id, provider_ref, amount_cents, outcome).await {
+                me.sending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            }
         });
         true
     }

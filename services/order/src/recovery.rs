@@ -43,6 +43,16 @@ impl Orders {
     /// One recovery pass; `grace` is how long an order may stay in `reserving` before it is
     /// considered abandoned.
     pub async fn recover_once(&self, grace: Duration) -> Result<Pass, Error> {
+        // Expiry first: the orders it expires owe their release, which this pass then pays.
+        // Its failures and the resends' are logged, never allowed to stop the repairs.
+        let expired = self.expire_once().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "expiring unpaid orders failed; next pass");
+            0
+        });
+        let resent = self.resend_simulated(BATCH).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "resending payment reports failed; next pass");
+            0
+        });
         let stuck_before = now_millis() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         let work = self
             .db
@@ -51,10 +61,10 @@ impl Orders {
         let mut pass = Pass {
             stuck: work.stuck.len(),
             owed: work.owed.len(),
-            ..Pass::default()
+            left: 0,
+            expired,
+            resent,
         };
-        pass.expired = self.expire_once(&mut pass).await?;
-        pass.resent = self.resend_simulated(BATCH).await?;
         for id in work.stuck {
             // First the order (guarded: a create that finished meanwhile wins), then the units.
             let failed = self
@@ -89,8 +99,9 @@ impl Orders {
 
 impl Orders {
     /// Moves pending orders unpaid for longer than `pay_within` to `expired` (guarded: a payment
-    /// or a cancel that got there first wins), then releases their units.
-    async fn expire_once(&self, pass: &mut Pass) -> Result<usize, Error> {
+    /// or a cancel that got there first wins). Each move leaves the release owed, in the same
+    /// transaction; the owed loop of the pass pays it.
+    async fn expire_once(&self) -> Result<usize, Error> {
         let window = i64::try_from(self.rules.pay_within.as_millis()).unwrap_or(i64::MAX);
         let placed_before = now_millis().saturating_sub(window);
         let ids = self
@@ -105,15 +116,10 @@ impl Orders {
                     store::transition(c, id, OrderStatus::Pending, OrderStatus::Expired, 0, now_millis())
                 })
                 .await?;
-            if !moved {
-                continue;
-            }
-            expired += 1;
-            self.feed.notify_waiters();
-            tracing::info!(order_id = id, "unpaid order expired");
-            if let Err(e) = self.settle(id, "expiry").await {
-                tracing::warn!(order_id = id, error = %e, "could not release yet; next pass");
-                pass.left += 1;
+            if moved {
+                expired += 1;
+                self.feed.notify_waiters();
+                tracing::info!(order_id = id, "unpaid order expired");
             }
         }
         Ok(expired)

@@ -116,15 +116,10 @@ pub struct NewOrder<'a> {
 /// Step 1 of a create: the order in `reserving`, with its priced lines.
 /// Runs inside a [`shop_kit::db::Db::write`], like every function here that changes rows.
 pub fn insert_reserving(conn: &Connection, new: &NewOrder<'_>) -> Result<Inserted, Error> {
-    if let Some(key) = new.key {
-        if let Some(existing) = find_keyed(conn, new.user_id, key, new.key_since)? {
-            return Ok(Inserted::Existing(existing));
-        }
-        // A key older than the window may be used again.
-        conn.prepare_cached(
-            "UPDATE orders SET idempotency_key = NULL WHERE user_id = ?1 AND idempotency_key = ?2",
-        )?
-        .execute(params![new.user_id, key])?;
+    if let Some(key) = new.key
+        && let Some(existing) = find_keyed(conn, new.user_id, key, new.key_since)?
+    {
+        return Ok(Inserted::Existing(existing));
     }
     if new.max_unpaid > 0 {
         // Counted only as far as the cap.
@@ -137,6 +132,13 @@ pub fn insert_reserving(conn: &Connection, new: &NewOrder<'_>) -> Result<Inserte
         if unpaid >= new.max_unpaid {
             return Ok(Inserted::TooManyUnpaid(unpaid));
         }
+    }
+    if let Some(key) = new.key {
+        // A key older than the window may be used again.
+        conn.prepare_cached(
+            "UPDATE orders SET idempotency_key = NULL WHERE user_id = ?1 AND idempotency_key = ?2",
+        )?
+        .execute(params![new.user_id, key])?;
     }
     conn.prepare_cached(
         "INSERT INTO orders (user_id, status, settlement, total_cents, shipping_address, idempotency_key, fingerprint,

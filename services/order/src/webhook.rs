@@ -7,7 +7,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::{Outcome, Refusal};
+use crate::domain::{Outcome, Refusal, Report};
 
 /// How far a report's timestamp may be from now, either way.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -32,11 +32,12 @@ pub enum SignatureError {
     Mismatch,
 }
 
-fn mac(secret: &str, t: i64, payload: &[u8]) -> Hmac<Sha256> {
+/// The MAC of `"<t>.<payload>"`, `t` as the text that was sent.
+fn mac(secret: &str, t: &str, payload: &[u8]) -> Hmac<Sha256> {
     // HMAC takes a key of any length.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    m.update(t.to_string().as_bytes());
+    m.update(t.as_bytes());
     m.update(b".");
     m.update(payload);
     m
@@ -46,8 +47,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex digits only (either case), two per byte; no signs, no spaces.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -56,11 +58,21 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Unix seconds as a provider writes them: 1 to 12 digits, no sign, no leading zero.
+fn seconds(text: &str) -> Option<i64> {
+    let canonical = !text.is_empty()
+        && text.len() <= 12
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
 /// The header value a provider sends for `payload` at unix time `t`.
 pub fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
+    let t = t.to_string();
     format!(
         "t={t},v1={}",
-        hex(&mac(secret, t, payload).finalize().into_bytes())
+        hex(&mac(secret, &t, payload).finalize().into_bytes())
     )
 }
 
@@ -80,20 +92,20 @@ pub fn verify(secret: &str, header: &str, payload: &[u8], now: i64) -> Result<()
     let mut sigs = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", v)) => t = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
+            Some(("t", v)) if t.is_none() => t = Some((v, seconds(v).ok_or(SignatureError::Malformed)?)),
             Some(("v1", v)) => sigs.push(unhex(v).ok_or(SignatureError::Malformed)?),
+            Some(("t", _)) | None => return Err(SignatureError::Malformed),
             Some(_) => {}
-            None => return Err(SignatureError::Malformed),
         }
     }
-    let t = t.ok_or(SignatureError::Malformed)?;
+    let (t_text, t) = t.ok_or(SignatureError::Malformed)?;
     if sigs.is_empty() {
         return Err(SignatureError::Malformed);
     }
     if now.abs_diff(t) > TOLERANCE_SECS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
-    let expected = mac(secret, t, payload);
+    let expected = mac(secret, t_text, payload);
     if sigs.iter().any(|s| expected.clone().verify_slice(s).is_ok()) {
         Ok(())
     } else {
@@ -101,8 +113,9 @@ pub fn verify(secret: &str, header: &str, payload: &[u8], now: i64) -> Result<()
     }
 }
 
-/// A report's body: `{"provider_ref": "...", "outcome": "succeeded" | "failed"}`.
-pub fn parse_report(payload: &[u8]) -> Result<(String, Outcome), Refusal> {
+/// A report's body: `{"provider_ref": "...", "outcome": "succeeded" | "failed"}`, and
+/// optionally `"amount_cents"`, what the provider collected.
+pub fn parse_report(payload: &[u8]) -> Result<(String, Report), Refusal> {
     let bad = |problem: &str| Refusal::invalid("body", problem.to_owned());
     let v: serde_json::Value = serde_json::from_slice(payload).map_err(|_| bad("is not a JSON object"))?;
     let obj = v.as_object().ok_or_else(|| bad("is not a JSON object"))?;
@@ -110,22 +123,36 @@ pub fn parse_report(payload: &[u8]) -> Result<(String, Outcome), Refusal> {
         .get("provider_ref")
         .and_then(serde_json::Value::as_str)
         .filter(|r| !r.is_empty() && r.len() <= PROVIDER_REF_MAX)
-        .ok_or_else(|| bad("provider_ref must be a string of 1 to 128 characters"))?;
+        .ok_or_else(|| bad("provider_ref must be a string of 1 to 128 bytes"))?;
     let outcome = match obj.get("outcome").and_then(serde_json::Value::as_str) {
         Some("succeeded") => Outcome::Succeeded,
         Some("failed") => Outcome::Failed,
         _ => return Err(bad("outcome must be \"succeeded\" or \"failed\"")),
     };
-    Ok((provider_ref.to_owned(), outcome))
+    let amount_cents = match obj.get("amount_cents") {
+        None => None,
+        Some(a) => Some(
+            a.as_i64()
+                .filter(|a| *a >= 0)
+                .ok_or_else(|| bad("amount_cents must be a whole number of cents"))?,
+        ),
+    };
+    Ok((
+        provider_ref.to_owned(),
+        Report {
+            outcome,
+            amount_cents,
+        },
+    ))
 }
 
 /// A report's body as a provider writes it.
-pub fn report_body(provider_ref: &str, outcome: Outcome) -> Vec<u8> {
+pub fn report_body(provider_ref: &str, outcome: Outcome, amount_cents: i64) -> Vec<u8> {
     let outcome = match outcome {
         Outcome::Succeeded => "succeeded",
         Outcome::Failed => "failed",
     };
-    serde_json::json!({ "provider_ref": provider_ref, "outcome": outcome })
+    serde_json::json!({ "provider_ref": provider_ref, "outcome": outcome, "amount_cents": amount_cents })
         .to_string()
         .into_bytes()
 }
@@ -188,10 +215,17 @@ mod tests {
 
     #[test]
     fn reports_are_parsed_strictly() {
+        let (reference, report) = parse_report(&report_body("sim_1", Outcome::Failed, 250)).unwrap();
+        assert_eq!(reference, "sim_1");
         assert_eq!(
-            parse_report(&report_body("sim_1", Outcome::Failed)).unwrap(),
-            ("sim_1".to_owned(), Outcome::Failed)
+            report,
+            Report {
+                outcome: Outcome::Failed,
+                amount_cents: Some(250)
+            }
         );
+        let (_, bare) = parse_report(br#"{"provider_ref":"a","outcome":"succeeded"}"#).unwrap();
+        assert_eq!(bare.amount_cents, None);
         for bad in [
             &b"not json"[..],
             b"[]",
@@ -199,6 +233,8 @@ mod tests {
             br#"{"provider_ref":"","outcome":"succeeded"}"#,
             br#"{"provider_ref":"a","outcome":"maybe"}"#,
             br#"{"provider_ref":7,"outcome":"failed"}"#,
+            br#"{"provider_ref":"a","outcome":"failed","amount_cents":-1}"#,
+            br#"{"provider_ref":"a","outcome":"failed","amount_cents":"5"}"#,
         ] {
             assert!(parse_report(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

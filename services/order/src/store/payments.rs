@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::{self, OrderStatus, Outcome, Payment, PaymentStatus};
+use crate::domain::{self, OrderStatus, Payment, PaymentStatus, Report};
 use crate::error::Error;
 use crate::store::{Moved, events, record};
 
@@ -142,7 +142,7 @@ pub enum Reported {
 
 /// Applies a provider's report in one transaction: the payment's move, and when it succeeded
 /// for a pending order, the order's move to `paid` (guarded), with their events.
-pub fn report(conn: &Connection, provider_ref: &str, outcome: Outcome, now: i64) -> Result<Reported, Error> {
+pub fn report(conn: &Connection, provider_ref: &str, report: Report, now: i64) -> Result<Reported, Error> {
     let Some(payment) = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM payments WHERE provider_ref = ?1"))?
         .query_row([provider_ref], from_row)
@@ -151,16 +151,14 @@ pub fn report(conn: &Connection, provider_ref: &str, outcome: Outcome, now: i64)
         return Ok(Reported::Unknown);
     };
     let order = order_status(conn, payment.order_id)?.unwrap_or(OrderStatus::Failed);
-    let Some((to, pays)) = domain::settle_payment(payment.status, order, outcome) else {
+    let Some((to, pays)) = domain::settle_payment(payment.status, payment.amount_cents, order, report) else {
         return Ok(Reported::Payment {
             payment,
             changed: false,
         });
     };
-    conn.prepare_cached(
-        "UPDATE payments SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'pending'",
-    )?
-    .execute(params![payment.id, to.as_str(), now])?;
+    conn.prepare_cached("UPDATE payments SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4")?
+        .execute(params![payment.id, to.as_str(), now, payment.status.as_str()])?;
     if pays {
         let n = conn
             .prepare_cached(

@@ -273,7 +273,7 @@ async fn the_status_machine_and_cancelling_exactly_once() {
     assert_status(
         orders.update_order_status(status_req(o.id, "paid", &alice)).await,
         Code::PermissionDenied,
-        &format!("POST /api/orders/{}/payments", o.id),
+        &format!("order {} is paid by starting a payment", o.id),
     );
     let paid = orders
         .update_order_status(status_req(o.id, "paid", &admin))
