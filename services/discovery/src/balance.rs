@@ -322,6 +322,7 @@ mod tests {
             service: "svc".into(),
             epoch,
             fresh: true,
+            error: None,
             endpoints: ids
                 .iter()
                 .map(|(id, port)| Endpoint {

@@ -4,7 +4,10 @@
 //!
 //! Every request has a timeout: short for agent writes, `wait + wait/16 + margin` for blocking
 //! reads (Consul adds up to wait/16 of jitter to a blocking query). The ACL token travels in the
-//! `X-Consul-Token` header, never in a query string, and is never logged.
+//! `X-Consul-Token` header of every call (registration, health reads, sessions, KV), never in a
+//! query string, and is never logged: `Debug` redacts it and error texts have it cut out.
+//! A 403 is [`ConsulError::Denied`], whatever Consul's wording; reads that ACLs quietly filter
+//! are found by [`ConsulClient::check_visible`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,7 +28,9 @@ pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Added to `wait + wait/16` for a blocking query's client timeout, to cover the round trip.
 pub const BLOCKING_MARGIN: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
+/// What went wrong talking to Consul. Decided from what Consul answered (status codes, the shape
+/// of the body), never from the text of its messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsulError {
     #[error("bad Consul address {0:?}: expected http://host:port")]
     Address(String),
@@ -35,8 +40,58 @@ pub enum ConsulError {
     Timeout { addr: String, after: Duration },
     #[error("Consul answered {status} to {what}: {body}")]
     Status { status: u16, what: String, body: String },
+    /// HTTP 403: Consul's ACLs refused the call. Consul says `ACL not found` for a token it does
+    /// not know and `Permission denied` for one whose policy lacks the rule; its words are kept in
+    /// `body` for people, and nothing decides on them.
+    #[error("Consul's ACLs refused {what} (403 {body:?}): {}", refusal_hint(*token_sent))]
+    Denied {
+        what: String,
+        /// Whether this client sent a token (`false`: Consul used its anonymous token).
+        token_sent: bool,
+        body: String,
+    },
+    /// Consul answered, but its ACLs filtered out what the token may not read. Consul 1.8 says
+    /// nothing when it filters a health answer, so this is found by a probe after an empty
+    /// answer (see [`ConsulClient::check_visible`]).
+    #[error("Consul hides {service} from this client: {} lacks the ACL rule `{rule}` ({})",
+        if *token_sent { "the configured token" } else { "no ACL token is configured, and the anonymous token" },
+        ACL_DOCS)]
+    Filtered {
+        service: String,
+        token_sent: bool,
+        /// The missing rule, in Consul's policy language.
+        rule: String,
+    },
     #[error("Consul's answer to {what} is not what we expect: {problem}")]
     Decode { what: String, problem: String },
+}
+
+/// Where a person who meets an ACL error finds the rules and settings.
+const ACL_DOCS: &str = "docs/discovery.md, \"ACL tokens\", lists the rules and how to pass a token";
+
+fn refusal_hint(token_sent: bool) -> String {
+    if token_sent {
+        format!(
+            "the configured ACL token is unknown to Consul (mistyped, deleted, expired) or its policy \
+             does not allow this; {ACL_DOCS}"
+        )
+    } else {
+        format!("no ACL token is configured, and Consul's anonymous token may not do this; {ACL_DOCS}")
+    }
+}
+
+impl ConsulError {
+    /// Consul understood the call and refused it, or hides what was asked for (ACLs, a bad
+    /// request): asking again unchanged will not help until someone changes a token, a policy or
+    /// the code, so it deserves an error in the log rather than a warning.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ConsulError::Denied { .. }
+                | ConsulError::Filtered { .. }
+                | ConsulError::Status { status: 400, .. }
+        )
+    }
 }
 
 /// One healthy service instance as Consul reports it.
@@ -310,11 +365,30 @@ impl ConsulClient {
         if answer.status.is_success() {
             Ok(answer)
         } else {
-            Err(ConsulError::Status {
-                status: answer.status.as_u16(),
+            Err(self.failed(&answer, what))
+        }
+    }
+
+    /// The error for a non-2xx answer to `what`: [`ConsulError::Denied`] for a 403, else
+    /// [`ConsulError::Status`]. Consul's text is kept (shortened) for people, with the token cut
+    /// out should Consul ever echo it.
+    pub(crate) fn failed(&self, answer: &Answer, what: String) -> ConsulError {
+        let mut body = String::from_utf8_lossy(&answer.body).into_owned();
+        if let Some(token) = &self.token {
+            body = body.replace(token.as_str(), "<redacted>");
+        }
+        let body: String = body.trim().chars().take(300).collect();
+        match answer.status {
+            StatusCode::FORBIDDEN => ConsulError::Denied {
                 what,
-                body: String::from_utf8_lossy(&answer.body).chars().take(300).collect(),
-            })
+                token_sent: self.token.is_some(),
+                body,
+            },
+            status => ConsulError::Status {
+                status: status.as_u16(),
+                what,
+                body,
+            },
         }
     }
 
@@ -423,6 +497,46 @@ impl ConsulClient {
         })?;
         Ok((new_index, endpoints))
     }
+
+    /// Whether Consul's ACLs let this client see `service`'s instances. Consul 1.8 quietly drops
+    /// from a health answer every instance whose service or node the token may not read, so an
+    /// empty answer may be a hidden one; the watch asks this before it believes an empty set.
+    ///
+    /// Two cheap reads, decided by status and shape, never by Consul's wording:
+    /// `GET /v1/agent/health/service/name/<service>` answers 403 when the token may not read the
+    /// service (any other status, 404 for "not on this agent" included, means it may); and
+    /// `GET /v1/catalog/nodes` answers an empty list only when the token may read no node
+    /// (every cluster has at least its servers).
+    pub async fn check_visible(&self, service: &str) -> Result<(), ConsulError> {
+        let token_sent = self.token.is_some();
+        let path = format!("/v1/agent/health/service/name/{}", segment(service));
+        let answer = self
+            .exchange(Method::GET, &path, None, AGENT_CALL_TIMEOUT)
+            .await?;
+        if answer.status == StatusCode::FORBIDDEN {
+            return Err(ConsulError::Filtered {
+                service: service.to_owned(),
+                token_sent,
+                rule: format!("service {service:?} {{ policy = \"read\" }}"),
+            });
+        }
+        let answer = self
+            .send(Method::GET, "/v1/catalog/nodes", None, AGENT_CALL_TIMEOUT)
+            .await?;
+        let nodes: Vec<serde::de::IgnoredAny> =
+            serde_json::from_slice(&answer.body).map_err(|e| ConsulError::Decode {
+                what: "GET /v1/catalog/nodes".to_owned(),
+                problem: e.to_string(),
+            })?;
+        if nodes.is_empty() {
+            return Err(ConsulError::Filtered {
+                service: service.to_owned(),
+                token_sent,
+                rule: "node_prefix \"\" { policy = \"read\" }".to_owned(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The client timeout of a blocking query: the server holds it up to `wait + wait/16`.
@@ -473,6 +587,71 @@ mod tests {
         assert_eq!(parse_health(b"[]").unwrap(), vec![]);
         assert_eq!(parse_health(b"null").unwrap(), vec![]);
         assert!(parse_health(b"{not json").is_err());
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            index: None,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_403_is_an_acl_refusal_whatever_consul_says() {
+        let anonymous = ConsulClient::new("http://x:1", None).unwrap();
+        let with_token = ConsulClient::new("http://x:1", Some("s3cret-token".into())).unwrap();
+        // Decided by the status: the same verdict for Consul's two wordings and for any other.
+        for body in [
+            "ACL not found",
+            "Permission denied: Missing service:write on svc",
+            "?",
+        ] {
+            let e = anonymous.failed(&answer(403, body), "PUT /v1/agent/service/register".into());
+            assert!(
+                matches!(
+                    &e,
+                    ConsulError::Denied {
+                        token_sent: false,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert!(e.is_refusal());
+            let text = e.to_string();
+            assert!(text.contains("PUT /v1/agent/service/register"), "{text}");
+            assert!(text.contains("no ACL token is configured"), "{text}");
+            assert!(text.contains(body), "Consul's words are kept for people: {text}");
+        }
+        let e = with_token.failed(
+            &answer(403, "ACL not found (token s3cret-token)"),
+            "GET /v1/health/service/svc".into(),
+        );
+        assert!(
+            matches!(&e, ConsulError::Denied { token_sent: true, .. }),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("the configured ACL token is unknown to Consul"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret-token"), "the token is cut out: {text}");
+
+        let e = with_token.failed(&answer(500, "No cluster leader"), "GET /x".into());
+        assert!(matches!(&e, ConsulError::Status { status: 500, .. }), "{e:?}");
+        assert!(!e.is_refusal());
+        let hidden = ConsulError::Filtered {
+            service: "user-service".into(),
+            token_sent: false,
+            rule: "service \"user-service\" { policy = \"read\" }".into(),
+        };
+        assert!(hidden.is_refusal());
+        assert!(
+            hidden.to_string().contains("no ACL token is configured"),
+            "{hidden}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Service discovery for the shop, and the only code that speaks to Consul.
 //!
 //! - [`consul`]: the agent's HTTP API over a plain hyper client (register, deregister, lookups,
-//!   blocking health reads); the only place that builds a Consul URL.
+//!   blocking health reads), with the ACL token on every call and ACL refusals as typed errors;
+//!   the only place that builds a Consul URL (with [`session`]).
 //! - [`register`]: an instance announces itself, stays announced when the agent forgets it, and
 //!   leaves on graceful shutdown.
 //! - [`watch`]: the healthy instances of a service as always-fresh snapshots, from Consul

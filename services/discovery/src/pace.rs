@@ -1,5 +1,6 @@
 //! Pacing for loops that talk to Consul: a token bucket that lets a burst through and then
-//! settles to a steady rate, full-jitter exponential backoff, and a small random source. All
+//! settles to a steady rate, full-jitter exponential backoff, a small random source, and
+//! [`Quiet`], which says when a failure that keeps happening is worth another log line. All
 //! pure, with the clock passed in, so tests need no sleeps.
 
 use std::hash::{BuildHasher, Hasher};
@@ -44,6 +45,37 @@ impl Bucket {
 pub fn backoff(failures: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
     let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
     exp.min(cap).mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// When to speak up about a failure that keeps happening: the first time, then at most once
+/// per `every`, so a refusal that needs a person (an ACL token) stays visible in the log
+/// without flooding it.
+#[derive(Debug, Clone)]
+pub struct Quiet {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Quiet {
+    pub fn new(every: Duration) -> Quiet {
+        Quiet { every, last: None }
+    }
+
+    /// True when a line is due now (and counts it as said).
+    pub fn due(&mut self, now: Instant) -> bool {
+        let due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.every);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+
+    /// The failure is over: the next one is news again.
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
 }
 
 /// xorshift64*: fast, seeded per instance from the process's random hasher keys. For jitter and
@@ -112,6 +144,18 @@ mod tests {
         assert_eq!(backoff(30, base, cap, 1.0), cap);
         assert_eq!(backoff(3, base, cap, 0.5), Duration::from_millis(500));
         assert_eq!(backoff(3, base, cap, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn quiet_speaks_first_then_once_per_period() {
+        let t0 = Instant::now();
+        let mut q = Quiet::new(Duration::from_secs(60));
+        assert!(q.due(t0));
+        assert!(!q.due(t0 + Duration::from_secs(59)));
+        assert!(q.due(t0 + Duration::from_secs(60)));
+        assert!(!q.due(t0 + Duration::from_secs(61)));
+        q.reset();
+        assert!(q.due(t0 + Duration::from_secs(62)));
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Announcing an instance: register with the local agent on start, make sure the agent still
 //! knows us (a restarted dev agent forgets everything), and deregister on graceful shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::consul::{ConsulClient, Registration};
-use crate::pace::{Rng, backoff};
+use crate::pace::{Quiet, Rng, backoff};
+
+/// How often a refusal (an ACL token Consul does not accept) is logged again while it lasts.
+pub const REPEAT_REFUSAL: Duration = Duration::from_secs(60);
 
 /// How often the registrar asks the agent whether it still knows the instance. A restarted agent
 /// has the instance back within this interval (plus a check interval to pass).
@@ -77,6 +80,7 @@ async fn keep_registered(
     let mut rng = Rng::new();
     let mut failures = 0u32;
     let mut registered = false;
+    let mut quiet = Quiet::new(REPEAT_REFUSAL);
     loop {
         let step = async {
             if registered {
@@ -97,11 +101,14 @@ async fn keep_registered(
                 }
                 registered = true;
                 failures = 0;
+                quiet.reset();
                 recheck
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 {
+                if e.is_refusal() && quiet.due(Instant::now()) {
+                    tracing::error!(%id, error = %e, "Consul refused to register this instance; it stays out of discovery until the token or its policy is fixed");
+                } else if failures == 1 {
                     tracing::warn!(%id, error = %e, "cannot register with Consul; retrying");
                 } else {
                     tracing::debug!(%id, error = %e, "cannot register with Consul; retrying");

@@ -9,14 +9,15 @@
 //! passing on a wedged process. Holding the lock is advisory: whoever does the work must still
 //! make every step safe to run twice (a lost lock is noticed only at the next read).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::consul::{AGENT_CALL_TIMEOUT, ConsulClient, ConsulError, blocking_timeout, segment};
-use crate::pace::{Rng, backoff};
+use crate::pace::{Quiet, Rng, backoff};
+use crate::register::REPEAT_REFUSAL;
 
 /// What a lock is and how its sessions are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,28 +154,24 @@ impl ConsulClient {
             .exchange(Method::GET, &path, None, blocking_timeout(wait))
             .await?;
         let what = || format!("GET /v1/kv/{key}");
+        // The status first: a refusal (403) is one whatever headers came with it.
+        if !matches!(answer.status.as_u16(), 200 | 404) {
+            return Err(self.failed(&answer, what()));
+        }
         let new_index = answer.index.ok_or_else(|| ConsulError::Decode {
             what: what(),
             problem: "no X-Consul-Index header".to_owned(),
         })?;
-        match answer.status.as_u16() {
-            404 => Ok((new_index, None)),
-            200 => {
-                let entries: Vec<KvEntry> =
-                    serde_json::from_slice(&answer.body).map_err(|e| decode(&what(), &e))?;
-                let holder = entries
-                    .into_iter()
-                    .next()
-                    .and_then(|e| e.session)
-                    .filter(|s| !s.is_empty());
-                Ok((new_index, holder))
-            }
-            status => Err(ConsulError::Status {
-                status,
-                what: what(),
-                body: String::from_utf8_lossy(&answer.body).chars().take(300).collect(),
-            }),
+        if answer.status.as_u16() == 404 {
+            return Ok((new_index, None));
         }
+        let entries: Vec<KvEntry> = serde_json::from_slice(&answer.body).map_err(|e| decode(&what(), &e))?;
+        let holder = entries
+            .into_iter()
+            .next()
+            .and_then(|e| e.session)
+            .filter(|s| !s.is_empty());
+        Ok((new_index, holder))
     }
 }
 
@@ -255,6 +252,7 @@ async fn hold_loop(
     let mut rng = Rng::new();
     let mut failures = 0u32;
     let mut session: Option<String> = None;
+    let mut quiet = Quiet::new(REPEAT_REFUSAL);
     loop {
         let step = tokio::select! {
             step = one_round(&client, &config, &mut session, &held) => step,
@@ -263,12 +261,15 @@ async fn hold_loop(
         let pause = match step {
             Ok(()) => {
                 failures = 0;
+                quiet.reset();
                 Duration::ZERO
             }
             Err(e) => {
                 failures += 1;
                 held.send_replace(false);
-                if failures == 1 {
+                if e.is_refusal() && quiet.due(Instant::now()) {
+                    tracing::error!(key = %config.key, error = %e, "Consul refused the lock's session or key; this instance cannot hold it until the token or its policy is fixed");
+                } else if failures == 1 {
                     tracing::warn!(key = %config.key, error = %e, "cannot take part in the lock; retrying");
                 } else {
                     tracing::debug!(key = %config.key, error = %e, "cannot take part in the lock; retrying");

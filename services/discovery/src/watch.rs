@@ -9,6 +9,12 @@
 //! last known set is kept while Consul is unreachable, and an empty set is published only when
 //! Consul answers one; only real changes are published, each with a new epoch. The loop ends
 //! only when every receiver is gone.
+//!
+//! ACLs: Consul 1.8 answers a health read with the instances the token may see and says
+//! nothing about the others, so an empty answer is believed only after
+//! [`ConsulClient::check_visible`] finds that the token may read the service and its nodes.
+//! A refused or hidden watch is an error like any other (last set kept, `fresh = false`), with
+//! the reason in [`EndpointSet::error`] and an error line in the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +33,14 @@ pub struct EndpointSet {
     pub epoch: u64,
     /// Sorted by id.
     pub endpoints: Vec<Endpoint>,
-    /// False until the first answer, and while Consul is unreachable (the endpoints are then the
-    /// last known ones).
+    /// False until the first answer, and while Consul is unreachable or refuses the watch (the
+    /// endpoints are then the last known ones).
     pub fresh: bool,
+    /// Why the set is not fresh: the watch's last error (`None` while it is fresh, and before
+    /// the first attempt). [`ConsulError::Denied`] and [`ConsulError::Filtered`] are Consul's
+    /// ACLs refusing the token or hiding the service from it: an empty set is then never
+    /// published as if the service had no instances.
+    pub error: Option<ConsulError>,
 }
 
 impl EndpointSet {
@@ -39,6 +50,7 @@ impl EndpointSet {
             epoch: 0,
             endpoints: Vec::new(),
             fresh: false,
+            error: None,
         }
     }
 }
@@ -101,6 +113,7 @@ pub fn fixed(service: &str, authorities: &[String]) -> Endpoints {
         epoch: 1,
         endpoints,
         fresh: true,
+        error: None,
     }));
     rx
 }
@@ -132,8 +145,25 @@ async fn run(client: ConsulClient, config: WatchConfig, tx: watch::Sender<Arc<En
             tokio::time::sleep(wait).await;
             continue;
         }
+        let read = async {
+            let (new_index, endpoints) = client
+                .healthy(
+                    &service,
+                    config.tag.as_deref(),
+                    index,
+                    config.wait,
+                    config.consistency,
+                )
+                .await?;
+            // ACLs filter health answers without saying so: before an empty answer replaces what
+            // is shown, make sure the token may see the service at all.
+            if endpoints.is_empty() && !showing_empty(&tx) {
+                client.check_visible(&service).await?;
+            }
+            Ok::<_, ConsulError>((new_index, endpoints))
+        };
         let answer = tokio::select! {
-            a = client.healthy(&service, config.tag.as_deref(), index, config.wait, config.consistency) => a,
+            a = read => a,
             () = tx.closed() => return,
         };
         match answer {
@@ -148,34 +178,16 @@ async fn run(client: ConsulClient, config: WatchConfig, tx: watch::Sender<Arc<En
             Err(e) => {
                 failures = failures.saturating_add(1);
                 index = 0; // the next read is a fresh, non-blocking one
-                let now = Instant::now();
-                match &mut outage {
-                    None => {
-                        tracing::warn!(%service, error = %e, "Consul watch failed; keeping the last known instances");
-                        outage = Some((now, now));
-                    }
-                    Some((since, last)) if now.duration_since(*last) >= REPEAT_WARNING => {
-                        tracing::warn!(%service, error = %e, failing_for_s = since.elapsed().as_secs(), "Consul still failing");
-                        *last = now;
-                    }
-                    Some(_) => tracing::debug!(%service, error = %e, "Consul watch failed again"),
-                }
-                if matches!(
-                    e,
-                    ConsulError::Status {
-                        status: 400 | 403,
-                        ..
-                    }
-                ) {
-                    tracing::error!(%service, error = %e, "Consul refused the query itself; check the service name and ACL token");
-                }
+                log_failure(&service, &e, &mut outage);
                 tx.send_if_modified(|set| {
-                    if set.fresh {
-                        Arc::make_mut(set).fresh = false;
-                        true
-                    } else {
-                        false
-                    }
+                    // Tell receivers when the set turns stale or the kind of trouble changes
+                    // (unreachable -> refused); a repeat of the same failure is no news.
+                    let news = set.fresh
+                        || set.error.as_ref().map(std::mem::discriminant) != Some(std::mem::discriminant(&e));
+                    let s = Arc::make_mut(set);
+                    s.fresh = false;
+                    s.error = Some(e);
+                    news
                 });
                 let pause = backoff(failures, config.backoff_base, config.backoff_max, rng.unit());
                 tokio::select! {
@@ -184,6 +196,32 @@ async fn run(client: ConsulClient, config: WatchConfig, tx: watch::Sender<Arc<En
                 }
             }
         }
+    }
+}
+
+/// Logs a failed read: the first of an outage at once (an ACL refusal as an error, anything
+/// else as a warning), a continuing one every [`REPEAT_WARNING`], the rest at debug.
+fn log_failure(service: &str, e: &ConsulError, outage: &mut Option<(Instant, Instant)>) {
+    let now = Instant::now();
+    let refused = e.is_refusal();
+    match outage {
+        None if refused => {
+            tracing::error!(%service, error = %e, "Consul refused the watch; keeping the last known instances");
+            *outage = Some((now, now));
+        }
+        None => {
+            tracing::warn!(%service, error = %e, "Consul watch failed; keeping the last known instances");
+            *outage = Some((now, now));
+        }
+        Some((since, last)) if now.duration_since(*last) >= REPEAT_WARNING => {
+            if refused {
+                tracing::error!(%service, error = %e, failing_for_s = since.elapsed().as_secs(), "Consul still refuses the watch");
+            } else {
+                tracing::warn!(%service, error = %e, failing_for_s = since.elapsed().as_secs(), "Consul still failing");
+            }
+            *last = now;
+        }
+        Some(_) => tracing::debug!(%service, error = %e, "Consul watch failed again"),
     }
 }
 
@@ -203,6 +241,13 @@ pub fn next_index(previous: u64, answered: u64, service: &str) -> u64 {
     }
 }
 
+/// Whether receivers already hold an answered empty set (so another empty answer needs no
+/// visibility check).
+fn showing_empty(tx: &watch::Sender<Arc<EndpointSet>>) -> bool {
+    let set = tx.borrow();
+    set.fresh && set.epoch > 0 && set.endpoints.is_empty()
+}
+
 /// Publishes `endpoints` if they differ from the current set (or the set was not fresh).
 fn publish(tx: &watch::Sender<Arc<EndpointSet>>, endpoints: Vec<Endpoint>) {
     tx.send_if_modified(|set| {
@@ -212,6 +257,7 @@ fn publish(tx: &watch::Sender<Arc<EndpointSet>>, endpoints: Vec<Endpoint>) {
             }
             let s = Arc::make_mut(set);
             s.fresh = true;
+            s.error = None;
             if s.epoch == 0 {
                 s.epoch = 1;
             }
@@ -227,6 +273,7 @@ fn publish(tx: &watch::Sender<Arc<EndpointSet>>, endpoints: Vec<Endpoint>) {
         );
         s.endpoints = endpoints;
         s.fresh = true;
+        s.error = None;
         true
     });
 }

@@ -3,6 +3,11 @@
 //! same ports. [`consul_binary`] finds the binary and panics, naming the install command, when
 //! there is none: a test that needs Consul fails, it never skips.
 //!
+//! [`ConsulAgent::start_with_acl`] starts one with ACLs on and a default-deny policy (the
+//! configuration [`acl_config`] writes, which Consul 1.8 accepts in dev mode), and
+//! [`ConsulAgent::create_token`] makes a policy and a token from rules such as
+//! [`service_rules`]'s, the least a shop process needs.
+//!
 //! Std only, like the rest of the crate: [`http_get`] and [`http_put`] (over [`crate::http`]) and a
 //! small JSON reader ([`Json`]) cover what tests ask of Consul's HTTP API.
 
@@ -64,6 +69,56 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The ACL configuration of a test agent (HCL, as Consul 1.8.7 reads it): ACLs on, everything
+/// denied that no token allows, tokens kept in memory only, and `master` as the bootstrap
+/// (management) token. Consul 1.8 names it `master`; 1.11 and later call it
+/// `initial_management`, which 1.8.7 refuses ("invalid config key acl.tokens.initial_management").
+/// The agent's own token (its node's catalog entry and anti-entropy) is the master token too:
+/// a test shortcut, where production gives the agent a token with `node "<name>" { policy =
+/// "write" }`.
+pub fn acl_config(master: &str) -> String {
+    format!(
+        r#"acl {{
+  enabled = true
+  default_policy = "deny"
+  enable_token_persistence = false
+  tokens {{
+    master = "{master}"
+    agent = "{master}"
+  }}
+}}
+"#
+    )
+}
+
+/// The least a shop process needs from Consul's ACLs, in Consul's policy language (one rule a
+/// line; docs/discovery.md, "ACL tokens", explains each):
+///
+/// - `register`: the service it registers as, `write` (register, check it is still known,
+///   deregister);
+/// - `watch`: the services whose healthy instances it follows, `read`, plus `read` on the nodes
+///   they run on (`node_prefix ""`: Consul drops from a health answer every instance on a node
+///   the token may not read);
+/// - `lock`: the KV key of its session lock, `write`, and `write` on sessions
+///   (`session_prefix ""`; `session "<node name>"` when every node is known).
+pub fn service_rules(register: Option<&str>, watch: &[&str], lock: Option<&str>) -> String {
+    let mut rules = Vec::new();
+    if let Some(name) = register {
+        rules.push(format!("service \"{name}\" {{ policy = \"write\" }}"));
+    }
+    for name in watch {
+        rules.push(format!("service \"{name}\" {{ policy = \"read\" }}"));
+    }
+    if !watch.is_empty() {
+        rules.push("node_prefix \"\" { policy = \"read\" }".to_owned());
+    }
+    if let Some(key) = lock {
+        rules.push("session_prefix \"\" { policy = \"write\" }".to_owned());
+        rules.push(format!("key \"{key}\" {{ policy = \"write\" }}"));
+    }
+    rules.join("\n")
+}
+
 /// A running Consul dev agent. Dropping it kills it (SIGKILL).
 pub struct ConsulAgent {
     child: Option<Child>,
@@ -73,18 +128,40 @@ pub struct ConsulAgent {
     http_port: u16,
     node: String,
     log_path: PathBuf,
+    /// With ACLs on: the master token, and the configuration file that sets it.
+    acl: Option<(String, PathBuf)>,
 }
 
 impl ConsulAgent {
     /// Starts a dev agent on free ports, logging to `consul-<http port>.log` in `scratch_dir`,
-    /// and waits (up to [`CONSUL_READY_TIMEOUT`]) until it has a leader. DNS and gRPC are off.
+    /// and waits (up to [`CONSUL_READY_TIMEOUT`]) until it has a leader and its node is in the
+    /// catalog, passing `serfHealth`. DNS and gRPC are off.
     pub fn start(scratch_dir: &Path) -> ConsulAgent {
+        ConsulAgent::launch(scratch_dir, None)
+    }
+
+    /// Like [`ConsulAgent::start`], with ACLs on and a default-deny policy ([`acl_config`]), and
+    /// ready only once its ACLs are (the master token answers). Returns the agent and its master
+    /// token, which this agent's own helpers ([`ConsulAgent::passing_ids`],
+    /// [`ConsulAgent::admin`], ...) send; anything else gets only what a token allows.
+    pub fn start_with_acl(scratch_dir: &Path) -> (ConsulAgent, String) {
+        let master = random_uuid();
+        let agent = ConsulAgent::launch(scratch_dir, Some(master.clone()));
+        (agent, master)
+    }
+
+    fn launch(scratch_dir: &Path, master: Option<String>) -> ConsulAgent {
         let binary = consul_binary();
         // A port found free can be taken by someone else before Consul binds it; try again with
         // fresh ports when the agent dies at start-up.
         let mut last_log = String::new();
         for _ in 0..3 {
             let ports = four_free_ports();
+            let acl = master.as_ref().map(|m| {
+                let file = scratch_dir.join(format!("consul-{}-acl.hcl", ports[0]));
+                std::fs::write(&file, acl_config(m)).unwrap();
+                (m.clone(), file)
+            });
             let mut agent = ConsulAgent {
                 child: None,
                 binary: binary.clone(),
@@ -92,6 +169,7 @@ impl ConsulAgent {
                 http_port: ports[0],
                 node: format!("testkit-{}", ports[0]),
                 log_path: scratch_dir.join(format!("consul-{}.log", ports[0])),
+                acl,
             };
             match agent.spawn_and_wait() {
                 Ok(()) => return agent,
@@ -106,7 +184,6 @@ impl ConsulAgent {
         format!("127.0.0.1:{}", self.http_port)
     }
 
-    /// `http://127.0.0.1:<http port>`, the address a Consul client is given.
     /// How tests launch a service against this agent: `program` on port 0, its data in
     /// `<scratch>/data`, registered here with a 1 s health check (so changes show quickly).
     pub fn service(
@@ -126,6 +203,7 @@ impl ConsulAgent {
             .arg("consul.check_interval=1s")
     }
 
+    /// `http://127.0.0.1:<http port>`, the address a Consul client is given.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
     }
@@ -207,6 +285,56 @@ impl ConsulAgent {
         }
     }
 
+    /// The master token when ACLs are on.
+    pub fn master_token(&self) -> Option<&str> {
+        self.acl.as_ref().map(|(m, _)| m.as_str())
+    }
+
+    /// The node name the agent runs as (`testkit-<http port>`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// One call to the agent's HTTP API with the master token (none when ACLs are off):
+    /// `(status, body)`. Panics when the agent does not answer.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut headers = Vec::new();
+        if let Some(master) = self.master_token() {
+            headers.push(("X-Consul-Token", master));
+        }
+        let r = crate::http::request(&self.addr(), method, path, &headers, body.map(str::as_bytes))
+            .unwrap_or_else(|| panic!("{method} {path} on {}: no answer", self.addr()));
+        (r.status, r.body)
+    }
+
+    /// Makes an ACL policy `name` with `rules` (e.g. [`service_rules`]) and a token holding
+    /// just that policy (`PUT /v1/acl/policy`, `PUT /v1/acl/token`); returns the token's secret.
+    /// Panics unless the agent runs with ACLs ([`ConsulAgent::start_with_acl`]).
+    pub fn create_token(&self, name: &str, rules: &str) -> String {
+        assert!(
+            self.acl.is_some(),
+            "create_token needs an agent started with ACLs (ConsulAgent::start_with_acl)"
+        );
+        let policy = format!(
+            r#"{{"Name":{},"Description":"shop-testkit","Rules":{}}}"#,
+            json_string(name),
+            json_string(rules)
+        );
+        let (status, body) = self.admin("PUT", "/v1/acl/policy", Some(&policy));
+        assert_eq!(status, 200, "PUT /v1/acl/policy {name}: {body}");
+        let token = format!(
+            r#"{{"Description":{},"Policies":[{{"Name":{}}}]}}"#,
+            json_string(name),
+            json_string(name)
+        );
+        let (status, body) = self.admin("PUT", "/v1/acl/token", Some(&token));
+        assert_eq!(status, 200, "PUT /v1/acl/token {name}: {body}");
+        Json::parse(&body)
+            .as_ref()
+            .and_then(|j| j.get("SecretID")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("PUT /v1/acl/token {name}: no SecretID in the answer"))
+    }
+
     /// IDs of the instances of `service` that pass all their checks
     /// (`GET /v1/health/service/<service>?passing`), sorted.
     pub fn passing_ids(&self, service: &str) -> Vec<String> {
@@ -227,13 +355,41 @@ impl ConsulAgent {
             .unwrap_or_else(|| panic!("GET /v1/agent/services: not a JSON object: {body}"))
     }
 
-    /// A GET that must answer 200; panics (with the agent's address) otherwise.
+    /// A GET (with the master token, when ACLs are on) that must answer 200; panics (with the
+    /// agent's address) otherwise.
     fn get_ok(&self, path: &str) -> String {
-        match http_get(&self.addr(), path) {
-            Some((200, body)) => body,
-            Some((status, body)) => panic!("GET {path} on {}: {status} {body}", self.addr()),
-            None => panic!("GET {path} on {}: no answer", self.addr()),
+        match self.admin("GET", path, None) {
+            (200, body) => body,
+            (status, body) => panic!("GET {path} on {}: {status} {body}", self.addr()),
         }
+    }
+
+    /// Ready: a leader; with ACLs on, ACLs bootstrapped (the master token is known; the leader
+    /// sets ACLs up just after it is elected); and the agent's node in the catalog with its
+    /// `serfHealth` check passing (the leader adds it a moment later, and a session tied to
+    /// `serfHealth` cannot be made before: "Missing check 'serfHealth' registration").
+    fn ready(&self) -> bool {
+        if self.leader().is_none() {
+            return false;
+        }
+        let mut headers = Vec::new();
+        if let Some(master) = self.master_token() {
+            headers.push(("X-Consul-Token", master));
+            let acl = crate::http::request(&self.addr(), "GET", "/v1/acl/token/self", &headers, None);
+            if acl.is_none_or(|r| r.status != 200) {
+                return false;
+            }
+        }
+        let path = format!("/v1/health/node/{}", self.node);
+        crate::http::request(&self.addr(), "GET", &path, &headers, None)
+            .filter(|r| r.status == 200)
+            .and_then(|r| Json::parse(&r.body))
+            .is_some_and(|checks| {
+                checks.as_array().unwrap_or_default().iter().any(|c| {
+                    c.get("CheckID").and_then(Json::as_str) == Some("serfHealth")
+                        && c.get("Status").and_then(Json::as_str) == Some("passing")
+                })
+            })
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), Exited> {
@@ -243,8 +399,12 @@ impl ConsulAgent {
             .open(&self.log_path)
             .unwrap();
         let [http, serf_lan, serf_wan, server] = self.ports;
-        let child = Command::new(&self.binary)
-            .arg("agent")
+        let mut command = Command::new(&self.binary);
+        command.arg("agent");
+        if let Some((_, file)) = &self.acl {
+            command.arg(format!("-config-file={}", file.display()));
+        }
+        let child = command
             .arg("-dev")
             .arg(format!("-node={}", self.node))
             .args(["-bind=127.0.0.1", "-client=127.0.0.1"])
@@ -263,7 +423,7 @@ impl ConsulAgent {
 
         let started = Instant::now();
         loop {
-            if self.leader().is_some() {
+            if self.ready() {
                 return Ok(());
             }
             let exited = self
@@ -277,7 +437,8 @@ impl ConsulAgent {
             if started.elapsed() > CONSUL_READY_TIMEOUT {
                 self.kill9();
                 panic!(
-                    "Consul on {} had no leader within {CONSUL_READY_TIMEOUT:?}; its log:\n{}",
+                    "Consul on {} was not ready (a leader, the master token with ACLs, its node \
+                     passing serfHealth) within {CONSUL_READY_TIMEOUT:?}; its log:\n{}",
                     self.addr(),
                     self.logs()
                 );
@@ -295,6 +456,52 @@ impl Drop for ConsulAgent {
 
 /// The agent process exited before it had a leader.
 struct Exited;
+
+/// A random UUID-shaped token (from the process's random hasher keys and the clock: unique per
+/// test agent, not a secret worth more than that).
+fn random_uuid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut words = [0u64; 2];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        *w = h.finish();
+    }
+    let hex = format!("{:016x}{:016x}", words[0], words[1]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 fn four_free_ports() -> [u16; 4] {
     loop {
@@ -618,6 +825,43 @@ mod tests {
             health_service_ids(&Json::parse("[]").unwrap()),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn json_strings_round_trip() {
+        for s in [
+            "",
+            "plain",
+            "service \"a\" { policy = \"write\" }\nkey \"k\" {}",
+            "tab\tback\\slash\u{1}é",
+        ] {
+            assert_eq!(Json::parse(&json_string(s)).unwrap().as_str(), Some(s), "{s:?}");
+        }
+        let id = random_uuid();
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert_ne!(id, random_uuid());
+    }
+
+    #[test]
+    fn rules_name_only_what_is_asked_for() {
+        assert_eq!(
+            service_rules(
+                Some("order-service"),
+                &["user-service"],
+                Some("shop/order-service/recovery")
+            ),
+            "service \"order-service\" { policy = \"write\" }\n\
+             service \"user-service\" { policy = \"read\" }\n\
+             node_prefix \"\" { policy = \"read\" }\n\
+             session_prefix \"\" { policy = \"write\" }\n\
+             key \"shop/order-service/recovery\" { policy = \"write\" }"
+        );
+        assert_eq!(
+            service_rules(Some("user-service"), &[], None),
+            "service \"user-service\" { policy = \"write\" }"
+        );
+        assert!(acl_config("m").contains("master = \"m\""));
     }
 
     #[test]

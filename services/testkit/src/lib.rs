@@ -5,7 +5,8 @@
 //! user service.
 //!
 //! [`consul::ConsulAgent`] starts a real Consul dev agent on free ports (kill -9, restart on the
-//! same ports); a missing Consul fails the test, with the install command in the message.
+//! same ports), also with ACLs on and default-deny, with tokens made from the rules a shop
+//! process needs; a missing Consul fails the test, with the install command in the message.
 //!
 //! Readiness is read from the service's ready line (`<name> ready on <addr>`), never guessed
 //! with a sleep. A process's stdout and stderr are kept in files in its scratch folder, so tests

@@ -12,9 +12,9 @@ use shop_testkit::consul::{ConsulAgent, http_put};
 
 /// How long a change may take to show: Consul answers a blocking query within milliseconds of a
 /// change; two seconds absorbs a loaded two-core CI machine.
-const SOON: Duration = Duration::from_secs(2);
+pub(crate) const SOON: Duration = Duration::from_secs(2);
 
-fn config(service: &str) -> WatchConfig {
+pub(crate) fn config(service: &str) -> WatchConfig {
     let mut c = WatchConfig::new(service);
     c.wait = Duration::from_secs(2);
     c.every = Duration::from_millis(100);
@@ -39,12 +39,12 @@ fn put(agent: &ConsulAgent, path: &str) {
     assert_eq!(status, 200, "{path}: {text}");
 }
 
-fn ids(set: &EndpointSet) -> Vec<&str> {
+pub(crate) fn ids(set: &EndpointSet) -> Vec<&str> {
     set.endpoints.iter().map(|e| e.id.as_str()).collect()
 }
 
 /// Waits until the published set satisfies `want`, or fails naming what it saw.
-async fn until(
+pub(crate) async fn until(
     rx: &mut Endpoints,
     within: Duration,
     what: &str,

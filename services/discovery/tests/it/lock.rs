@@ -29,7 +29,7 @@ fn check(agent: &ConsulAgent, id: &str, state: &str) {
     assert_eq!(status, 200, "{text}");
 }
 
-async fn until_held(l: &Leadership, want: bool, within: Duration, what: &str) -> Duration {
+pub(crate) async fn until_held(l: &Leadership, want: bool, within: Duration, what: &str) -> Duration {
     let started = Instant::now();
     let mut held = l.held.clone();
     while *held.borrow_and_update() != want {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use shop_discovery::ConsulClient;
+use shop_discovery::consul::ConsulError;
 use shop_discovery::watch::{self, WatchConfig};
 
 use crate::stub::{Reply, Stub, ok};
@@ -119,6 +120,35 @@ async fn errors_keep_the_last_set_back_off_and_recover() {
     let back = rx.borrow_and_update().clone();
     assert!(back.fresh);
     assert_eq!(back.epoch, 1, "same instances: no new epoch");
+}
+
+#[tokio::test]
+async fn an_acl_refusal_keeps_the_last_set_and_is_reported_as_one() {
+    let stub = Stub::start(vec![ok(10, &["a"]), Reply::Status(500), Reply::Status(403)]).await;
+    let client = ConsulClient::new(&stub.addr, Some("s3cret".into())).unwrap();
+    let mut rx = watch::consul(client, config());
+    rx.changed().await.unwrap();
+    assert!(rx.borrow_and_update().fresh);
+    // Unreachable first, then refused: each is news, so receivers hear of both.
+    rx.changed().await.unwrap();
+    let failing = rx.borrow_and_update().clone();
+    assert!(
+        matches!(failing.error, Some(ConsulError::Status { status: 500, .. })),
+        "{failing:?}"
+    );
+    rx.changed().await.unwrap();
+    let refused = rx.borrow_and_update().clone();
+    assert!(!refused.fresh && refused.epoch == 1 && refused.endpoints.len() == 1);
+    match &refused.error {
+        Some(e @ ConsulError::Denied { token_sent: true, .. }) => {
+            assert!(e.is_refusal());
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Refused again and again: no news.
+    stub.wait_for(stub.seen().len() + 2).await;
+    assert!(!rx.has_changed().unwrap());
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! A scripted stand-in for Consul's HTTP API, for the rules a real agent rarely shows: indexes
-//! going backwards or to zero, missing headers, errors, churn. It answers each request with the
-//! next scripted reply (the last one repeats) and records what it was asked.
+//! going backwards or to zero, missing headers, errors, churn. It answers each health read with
+//! the next scripted reply (the last one repeats) and records what it was asked. The watch's
+//! ACL visibility check (after an empty answer) gets the answers of an agent without ACLs,
+//! outside the script and the record.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -74,6 +76,12 @@ impl Stub {
                         while let Some(end) = find(&buf, b"\r\n\r\n") {
                             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                             buf.drain(..end + 4);
+                            if let Some(wire) = visibility_answer(&head) {
+                                if conn.write_all(wire.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
                             s.requests.lock().unwrap().push(head);
                             let reply = {
                                 let mut script = s.script.lock().unwrap();
@@ -127,6 +135,23 @@ impl Stub {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// What an agent without ACLs answers to the visibility check's reads: the service is not on
+/// this agent (404), and the catalog has one node. `None` for every other request.
+fn visibility_answer(head: &str) -> Option<String> {
+    let path = head.lines().next()?.split_whitespace().nth(1)?;
+    if path.starts_with("/v1/agent/health/service/name/") {
+        Some("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found".to_owned())
+    } else if path.starts_with("/v1/catalog/nodes") {
+        let body = r#"[{"Node":"stub","Address":"127.0.0.1"}]"#;
+        Some(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    } else {
+        None
     }
 }
 
