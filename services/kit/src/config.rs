@@ -5,6 +5,11 @@
 //!
 //! A service describes its settings by implementing [`Settings`]: the list of keys, how to apply
 //! one raw value, and the checks across keys. [`load`] does the layering.
+//!
+//! String values in the file may name environment variables, `${NAME}` or `${NAME:-default}`
+//! (whole or embedded; rules in `shop_base::env_refs`), so a secret need not be written in the
+//! file. A value that named one is read as text, like an environment variable's value, so
+//! `port = "${PORT:-5001}"` works too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -242,7 +247,7 @@ pub fn load<S: Settings>(flags: &Flags, env: impl Fn(&str) -> Option<String>) ->
         .clone()
         .or_else(|| env("SHOP_CONFIG").map(PathBuf::from));
     if let Some(path) = &file {
-        apply_file(&mut settings, path)?;
+        apply_file(&mut settings, path, &env)?;
     }
     // Where each key's final value came from, for the errors `validate` finds.
     let mut origins: Vec<(&str, Origin)> = Vec::new();
@@ -303,7 +308,11 @@ fn unknown_key_problem(keys: &[&str], key: &str) -> String {
     }
 }
 
-fn apply_file<S: Settings>(settings: &mut S, path: &Path) -> Result<(), ConfigError> {
+fn apply_file<S: Settings>(
+    settings: &mut S,
+    path: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     let origin = Origin::File(path.to_owned());
     let whole = |problem: String| ConfigError {
         origin: origin.clone(),
@@ -322,10 +331,61 @@ fn apply_file<S: Settings>(settings: &mut S, path: &Path) -> Result<(), ConfigEr
         };
         for (name, value) in body {
             let key = format!("{section}.{name}");
-            apply(settings, origin.clone(), &key, &Value::Toml(value.clone()))?;
+            // An unknown key is reported as such, before whatever its value refers to.
+            let value = if S::KEYS.contains(&key.as_str()) {
+                with_env_refs(value, env).map_err(|e| ConfigError {
+                    origin: origin.clone(),
+                    key: key.clone(),
+                    problem: e.to_string(),
+                })?
+            } else {
+                Value::Toml(value.clone())
+            };
+            apply(settings, origin.clone(), &key, &value)?;
         }
     }
     Ok(())
+}
+
+/// A file's value with its `${NAME}` references replaced: a string that had one becomes
+/// [`Value::Text`] (typed like an environment variable's value); strings inside arrays and
+/// tables are replaced in place; anything else is unchanged.
+fn with_env_refs(
+    value: &toml::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Value, shop_base::env_refs::ExpandError> {
+    use std::borrow::Cow;
+    match value {
+        toml::Value::String(s) => Ok(match shop_base::env_refs::expand(s, env)? {
+            Cow::Borrowed(_) => Value::Toml(value.clone()),
+            Cow::Owned(text) => Value::Text(text),
+        }),
+        toml::Value::Array(_) | toml::Value::Table(_) => Ok(Value::Toml(expand_nested(value, env)?)),
+        _ => Ok(Value::Toml(value.clone())),
+    }
+}
+
+fn expand_nested(
+    value: &toml::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<toml::Value, shop_base::env_refs::ExpandError> {
+    Ok(match value {
+        toml::Value::String(s) => toml::Value::String(shop_base::env_refs::expand(s, env)?.into_owned()),
+        toml::Value::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .map(|v| expand_nested(v, env))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(table) => {
+            let mut out = toml::Table::new();
+            for (k, v) in table {
+                out.insert(k.clone(), expand_nested(v, env)?);
+            }
+            toml::Value::Table(out)
+        }
+        other => other.clone(),
+    })
 }
 
 /// A service's full key list: the shared [`Common`] and [`TokenCheck`] keys followed by its own,
@@ -700,6 +760,68 @@ mod tests {
         assert!(
             err.contains("environment variable SHOP_AUTH_TOKEN_TTL: auth.token_ttl: must be more than 0"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn file_values_may_name_environment_variables() {
+        let file = scratch_file(
+            "refs.toml",
+            "[server]\nport = \"${PORT:-7}\"\n[data]\ndir = \"/srv/${WHO}/data\"\n\
+             [auth]\ntoken_ttl = \"${TTL}\"\n",
+        );
+        let flags = args(&["--config", file.to_str().unwrap()]);
+        let load_with = |vars: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = vars.iter().copied().collect();
+            load::<Demo>(&flags, |k| env.get(k).map(|v| (*v).to_owned()))
+        };
+        let demo = load_with(&[("WHO", "shop"), ("TTL", "2h")]).unwrap();
+        assert_eq!(
+            demo,
+            Demo {
+                port: 7,
+                dir: "/srv/shop/data".into(),
+                ttl: Duration::from_secs(7200)
+            }
+        );
+        assert_eq!(
+            load_with(&[("WHO", "a"), ("TTL", "1h"), ("PORT", "9")])
+                .unwrap()
+                .port,
+            9
+        );
+        // A missing variable names the file, the key and the variable.
+        let err = load_with(&[("WHO", "shop")]).unwrap_err().to_string();
+        assert!(
+            err.ends_with("refs.toml: auth.token_ttl: environment variable TTL is not set (write ${TTL:-default} to give a default)"),
+            "{err}"
+        );
+        // The value is typed after the replacement, and an error says where it came from.
+        let err = load_with(&[("WHO", "shop"), ("TTL", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refs.toml: auth.token_ttl: expected a duration"),
+            "{err}"
+        );
+        // A literal `${` survives as `$${`; an unknown key stays an unknown key.
+        let check = |text: &str, want: &str| {
+            let file = scratch_file("refs-more.toml", text);
+            let env = |k: &str| (k == "TTL").then(|| "1h".to_owned());
+            let got = load::<Demo>(&args(&["--config", file.to_str().unwrap()]), env);
+            match got {
+                Ok(demo) => assert_eq!(demo.dir, PathBuf::from(want), "{text}"),
+                Err(e) => assert!(e.to_string().contains(want), "{e} should contain {want:?}"),
+            }
+        };
+        check(
+            "[data]\ndir = \"/a/$${B}\"\n[auth]\ntoken_ttl = \"${TTL}\"\n",
+            "/a/${B}",
+        );
+        check("[data]\ndri = \"${NOPE}\"\n", "data.dri: unknown key");
+        check(
+            "[data]\ndir = \"${NOPE\"\n",
+            "data.dir: the reference at byte 0: `${` without a closing `}`",
         );
     }
 

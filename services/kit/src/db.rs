@@ -14,6 +14,7 @@
 //!   read-only pooled connection, inside the caller's tracing span, so async workers never wait
 //!   on the disk.
 
+pub mod backup;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,9 @@
-//! `order-service`: starts the order service.
+//! `order-service`: starts the order service, or backs up its live database.
 //!
 //! ```text
 //! order-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
 //!               [--set key=value]... [--check]
+//! order-service backup --to FILE [--force] [same settings flags]
 //! ```
 
 use std::process::ExitCode;
@@ -12,6 +13,9 @@ use shop_kit::config;
 
 const USAGE: &str = "\
 usage: order-service [SETTINGS] [--check]
+       order-service backup --to FILE [--force] [SETTINGS]
+                                          copy the database to FILE while the service runs
+                                          (consistent; --force replaces an existing FILE)
 
 Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --config FILE      TOML settings file (or SHOP_CONFIG)
@@ -33,21 +37,11 @@ fn main() -> ExitCode {
             Ok(started) => started,
             Err(code) => return code,
         };
-    if let Some(extra) = flags.rest.first() {
-        return fail(&format!("unknown argument {extra:?}\n\n{USAGE}"));
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    let result = match flags.rest.first().map(String::as_str) {
+        None | Some("serve") => serve(config, &flags.rest),
+        Some("backup") => backup(&config, &flags.rest[1..]),
+        Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
-    let result = runtime.block_on(async {
-        let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
-            .await
-            .map_err(|e| e.to_string())?;
-        order_service::run(config, listener, shop_kit::serve::shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -57,4 +51,30 @@ fn main() -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("{SERVICE_NAME}: {message}");
     ExitCode::FAILURE
+}
+
+fn serve(config: Config, rest: &[String]) -> Result<(), String> {
+    if rest.len() > 1 {
+        return Err(format!("unexpected arguments {:?}\n\n{USAGE}", &rest[1..]));
+    }
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = shop_kit::serve::bind(&config.common.host, config.common.port)
+            .await
+            .map_err(|e| e.to_string())?;
+        order_service::run(config, listener, shop_kit::serve::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// `backup --to FILE [--force]`: an online copy of the database the service uses.
+fn backup(config: &Config, rest: &[String]) -> Result<(), String> {
+    use shop_kit::db::backup;
+    let args = backup::Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{USAGE}"))?;
+    let copied =
+        backup::backup(&config.db_path(), &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
+    println!("{copied}");
+    Ok(())
 }

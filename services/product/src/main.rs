@@ -1,10 +1,12 @@
-//! `product-service`: starts the product service, seeds the demo catalogue, or audits stock.
+//! `product-service`: starts the product service, seeds the demo catalogue, audits stock, or
+//! backs up the live database.
 //!
 //! ```text
 //! product-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
 //!                 [--set key=value]... [--check]
 //! product-service seed  [--count N] [same settings flags]
 //! product-service audit [same settings flags]
+//! product-service backup --to FILE [--force] [same settings flags]
 //! ```
 
 use std::process::ExitCode;
@@ -19,6 +21,9 @@ usage: product-service [SETTINGS] [--check]
                                           add N generated products (benchmarks; the same N
                                           makes the same catalogue)
        product-service audit [SETTINGS]   check stock + reserved = set by admins, per product
+       product-service backup --to FILE [--force] [SETTINGS]
+                                          copy the database to FILE while the service runs
+                                          (consistent; --force replaces an existing FILE)
 
 Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --config FILE      TOML settings file (or SHOP_CONFIG)
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         None | Some("serve") => serve(config, &flags),
         Some("seed") => run_seed(&config, &flags.rest[1..]),
         Some("audit") => audit(&config),
+        Some("backup") => backup(&config, &flags.rest[1..]),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -158,4 +164,14 @@ fn audit(config: &Config) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `backup --to FILE [--force]`: an online copy of the database the service uses.
+fn backup(config: &Config, rest: &[String]) -> Result<ExitCode, String> {
+    use shop_kit::db::backup;
+    let args = backup::Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{USAGE}"))?;
+    let copied =
+        backup::backup(&config.db_path(), &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
+    println!("{copied}");
+    Ok(ExitCode::SUCCESS)
 }

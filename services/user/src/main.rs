@@ -1,4 +1,5 @@
-//! `user-service`: starts the user service, or creates an admin account.
+//! `user-service`: starts the user service, creates an admin account, issues service tokens,
+//! changes roles, or backs up the live database.
 //!
 //! ```text
 //! user-service [--config FILE] [--host IP] [--port N] [--data-dir DIR] [--consul URL] [--log LEVEL]
@@ -6,6 +7,7 @@
 //! user-service create-admin --username NAME [--email EMAIL] [same settings flags]
 //! user-service issue-service-token --service NAME [--ttl 30d] [--out FILE] [same settings flags]
 //! user-service set-role --username NAME --role admin|customer [same settings flags]
+//! user-service backup --to FILE [--force] [same settings flags]
 //! ```
 
 use std::io::BufRead;
@@ -19,6 +21,7 @@ usage: user-service [SETTINGS] [--check]
        user-service create-admin --username NAME [--email EMAIL] [SETTINGS]
        user-service issue-service-token --service NAME [--ttl 30d] [--out FILE] [SETTINGS]
        user-service set-role --username NAME --role admin|customer [SETTINGS]
+       user-service backup --to FILE [--force] [SETTINGS]
 
 Settings (each also readable from the TOML file and from SHOP_<SECTION>_<KEY>):
   --config FILE      TOML settings file (or SHOP_CONFIG)
@@ -40,7 +43,10 @@ or prints it.
 
 set-role gives an account another role (an operator's act: promote a customer, demote an
 admin). The account's older tokens are revoked: the gateway and the services refuse them within
-seconds.";
+seconds.
+
+backup copies user.db to FILE while the service runs (a consistent copy, made with SQLite's
+online backup); it never replaces an existing FILE unless --force is given.";
 
 fn main() -> ExitCode {
     let (config, flags, _logs): (Config, Flags, _) =
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Some("create-admin") => runtime.block_on(create_admin(config, &flags)),
         Some("issue-service-token") => issue_service_token(&config, &flags),
         Some("set-role") => set_role(&config, &flags),
+        Some("backup") => backup(&config, &flags.rest[1..]),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -234,4 +241,14 @@ async fn create_admin(config: Config, flags: &Flags) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+/// `backup --to FILE [--force]`: an online copy of the database the service uses.
+fn backup(config: &Config, rest: &[String]) -> Result<(), String> {
+    use shop_kit::db::backup;
+    let args = backup::Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{USAGE}"))?;
+    let copied =
+        backup::backup(&config.db_path(), &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
+    println!("{copied}");
+    Ok(())
 }

@@ -6,4 +6,5 @@
 mod crashes;
 mod orders;
 mod races;
+mod reflection;
 mod support;

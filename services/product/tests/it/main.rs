@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod backup;
 mod catalogue;
 mod inventory;
 mod search;
+mod settings;
 mod support;
