@@ -29,9 +29,12 @@ use crate::reply::{self, Refusal, Reply};
 use crate::router::Found;
 use crate::transcode;
 use crate::upstream::{self, Answer, Call, Failure, Guard};
+use shop_base::trace::TraceContext;
 
 /// The header that carries a request's id, in and out.
 pub const REQUEST_ID: &str = shop_base::request_id::HEADER;
+/// The W3C trace context header, in and out (and to the service as metadata).
+pub const TRACEPARENT: &str = shop_base::trace::HEADER;
 /// The header a client sends to make `POST /api/orders` safe to retry.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -60,6 +63,10 @@ impl Gateway {
         let started = Instant::now();
         let loaded = self.current();
         let request_id = request_id(req.headers());
+        // This hop of the caller's trace (or a new trace): forwarded, returned and logged.
+        let hop = TraceContext::continue_from(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        let traceparent = HeaderValue::from_str(&hop.to_string()).ok();
+        let trace_id = hop.trace_id();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         // The listener's CORS as the file says now (by address); as it opened when the file no
@@ -77,11 +84,18 @@ impl Gateway {
             trace.route = Some(self.own_counters(path.trim_start_matches('/')));
             answer
         } else {
-            loaded.route(req, peer, &request_id, &mut trace).await
+            let ids = Ids {
+                request_id: &request_id,
+                traceparent: traceparent.as_ref(),
+            };
+            loaded.route(req, peer, ids, &mut trace).await
         };
         let mut reply = outcome.unwrap_or_else(|refusal| refusal.reply());
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             reply.headers_mut().insert(REQUEST_ID, v);
+        }
+        if let Some(v) = traceparent {
+            reply.headers_mut().insert(TRACEPARENT, v);
         }
         if let Some(d) = trace.rate {
             let h = reply.headers_mut();
@@ -95,7 +109,8 @@ impl Gateway {
         let latency = started.elapsed();
         let (route, counters) = trace.route.unwrap_or_else(|| self.own_counters("-"));
         counters.record(method.as_str(), reply.status().as_u16(), latency);
-        access::log(&access::Entry {
+        let bytes = hyper::body::Body::size_hint(reply.body()).exact().unwrap_or(0);
+        loaded.access().write(&access::Entry {
             method: method.as_str(),
             path: &path,
             route: &route,
@@ -103,7 +118,9 @@ impl Gateway {
             latency,
             upstream: trace.instance.as_deref().unwrap_or("-"),
             retried: trace.retried,
+            bytes,
             request_id: &request_id,
+            trace_id: Some(&trace_id),
             peer,
         });
         reply
@@ -116,7 +133,7 @@ impl Loaded {
         &self,
         req: Request<B>,
         peer: SocketAddr,
-        request_id: &str,
+        ids: Ids<'_>,
         trace: &mut Trace,
     ) -> Result<Reply, Refusal>
     where
@@ -151,7 +168,7 @@ impl Loaded {
 
         let who = self.authorize(plan, req.headers())?;
         self.take_token(plan, who.as_ref(), peer, req.headers(), trace)?;
-        let metadata = metadata(req.headers(), request_id)?;
+        let metadata = metadata(req.headers(), ids)?;
         let (head, body) = req.into_parts();
         let body = self.read_body(&head.headers, body).await?;
         let message = transcode::request(&plan.route, &params, head.uri.query(), &head.headers, &body)
@@ -175,7 +192,7 @@ impl Loaded {
         }
         match outcome.result {
             Ok(answer) => success(plan, answer),
-            Err(e) => Err(upstream_refusal(plan, e, request_id)),
+            Err(e) => Err(upstream_refusal(plan, e, ids.request_id)),
         }
     }
 
@@ -350,14 +367,26 @@ fn request_id(headers: &HeaderMap) -> String {
 /// Longest `Idempotency-Key` accepted; the order service's limit too.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// What the service gets besides the message: the request id, the client's token and its
-/// idempotency key. A token that is not valid header text is left out (the service then refuses
-/// its absence); an idempotency key is never dropped: one that is not 1 to 255 printable ASCII
-/// characters is refused here, because a retry that lost its key would create a second order.
-fn metadata(headers: &HeaderMap, request_id: &str) -> Result<HeaderMap, Refusal> {
-    let mut m = HeaderMap::with_capacity(4);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+/// A request's identity for logs and for the service: its request id and this hop's
+/// `traceparent`.
+#[derive(Clone, Copy)]
+struct Ids<'a> {
+    request_id: &'a str,
+    traceparent: Option<&'a HeaderValue>,
+}
+
+/// What the service gets besides the message: the request id, the trace context, the client's
+/// token and its idempotency key. A token that is not valid header text is left out (the service
+/// then refuses its absence); an idempotency key is never dropped: one that is not 1 to 255
+/// printable ASCII characters is refused here, because a retry that lost its key would create a
+/// second order.
+fn metadata(headers: &HeaderMap, ids: Ids<'_>) -> Result<HeaderMap, Refusal> {
+    let mut m = HeaderMap::with_capacity(5);
+    if let Ok(v) = HeaderValue::from_str(ids.request_id) {
         m.insert(REQUEST_ID, v);
+    }
+    if let Some(v) = ids.traceparent {
+        m.insert(TRACEPARENT, v.clone());
     }
     if let Some(v) = headers.get(AUTHORIZATION)
         && v.to_str().is_ok()
@@ -381,6 +410,13 @@ fn metadata(headers: &HeaderMap, request_id: &str) -> Result<HeaderMap, Refusal>
 mod tests {
     use super::*;
 
+    fn ids(request_id: &str) -> Ids<'_> {
+        Ids {
+            request_id,
+            traceparent: None,
+        }
+    }
+
     #[test]
     fn a_clients_request_id_is_kept_when_sane() {
         let mut h = HeaderMap::new();
@@ -398,13 +434,13 @@ mod tests {
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         h.insert("idempotency-key", HeaderValue::from_static("k-1"));
         h.insert("cookie", HeaderValue::from_static("secret=1"));
-        let m = metadata(&h, "rid").unwrap();
+        let m = metadata(&h, ids("rid")).unwrap();
         assert_eq!(m.get("authorization").unwrap(), "Bearer t");
         assert_eq!(m.get("idempotency-key").unwrap(), "k-1");
         assert_eq!(m.get(REQUEST_ID).unwrap(), "rid");
         assert!(m.get("cookie").is_none());
         h.insert("idempotency-key", HeaderValue::from_static("with a space"));
-        assert!(metadata(&h, "rid").is_ok());
+        assert!(metadata(&h, ids("rid")).is_ok());
     }
 
     #[test]
@@ -417,7 +453,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.insert("idempotency-key", bad.clone());
-            match metadata(&h, "rid") {
+            match metadata(&h, ids("rid")) {
                 Err(Refusal::BadRequest(m)) => assert!(m.contains("Idempotency-Key"), "{m}"),
                 other => panic!("{bad:?}: {other:?}"),
             }

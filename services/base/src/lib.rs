@@ -3,8 +3,13 @@
 //! - [`logs`]: `tracing` to stderr through a non-blocking writer (a request never waits for a
 //!   log write), filtered by a directive such as `info,access=info`;
 //! - [`request_id`]: the `x-request-id` header, what a client may send in it, and fresh ids;
-//! - [`stop`]: the future that completes on SIGTERM or SIGINT.
+//! - [`stop`]: the future that completes on SIGTERM or SIGINT;
+//! - [`trace`]: W3C trace context (`traceparent`): read, continue, start;
+//! - [`env_refs`]: `${NAME}` and `${NAME:-default}` in settings files, replaced from the
+//!   environment (pure; the caller passes the lookup).
 
+pub mod env_refs;
 pub mod logs;
 pub mod request_id;
 pub mod stop;
+pub mod trace;

@@ -5,6 +5,11 @@
 //! return.
 //!
 //! The binary binds and passes the signal future; tests bind port 0 and pass their own.
+//!
+//! Reflection (v1 and v1alpha) lists exactly what the server serves: its own service, health
+//! and reflection, described from the files `descriptors` cuts out of the shared set.
+
+pub mod descriptors;
 
 use std::future::Future;
 use std::io::Write;
@@ -14,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
+use shop_base::trace::TraceContext;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -21,6 +27,8 @@ use tracing::Instrument;
 
 /// The metadata key (and HTTP header) carrying a request's id from the gateway to the services.
 pub const REQUEST_ID: &str = shop_base::request_id::HEADER;
+/// The W3C trace context metadata key.
+pub const TRACEPARENT: &str = shop_base::trace::HEADER;
 
 /// How long in-flight calls may take to finish after a shutdown signal. Calls carry deadlines of
 /// a few seconds, so ten seconds lets them end on their own without holding a deploy hostage.
@@ -37,19 +45,51 @@ pub fn announce_ready(service: &str, addr: SocketAddr) {
     let _ = out.flush();
 }
 
-/// The reflection service over the given encoded descriptor sets (plus health's own).
+/// `grpc.health.v1.Health`: served by every shop server.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// gRPC reflection, both versions: v1, and v1alpha, which older grpcurl releases, Postman and
+/// many other clients speak only.
+pub const REFLECTION_SERVICES: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection over v1 and v1alpha that advertises exactly what a server serves: the service
+/// `own` (its fully qualified name), health and reflection. Only the files `own` is declared in
+/// and the files they import are served from `descriptor_sets` (the shop's set declares every
+/// service), so a tool shown this server never finds a service it cannot call here.
+#[allow(clippy::type_complexity, reason = "the two servers' types are tonic's")]
 pub fn reflection(
-    descriptor_sets: &[&'static [u8]],
+    descriptor_sets: &[&[u8]],
+    own: &str,
 ) -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-    tonic_reflection::server::Error,
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
 > {
-    let mut builder = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in descriptor_sets {
-        builder = builder.register_encoded_file_descriptor_set(set);
-    }
-    builder.build_v1()
+    let files = descriptors::Files::decode(descriptor_sets)?;
+    let own_set = files.serving(own)?;
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_file_descriptor_set(own_set.clone())
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both reflection files in both versions, so each describes the other too.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .with_service_name(own)
+            .with_service_name(HEALTH_SERVICE);
+        for name in REFLECTION_SERVICES {
+            builder = builder.with_service_name(name);
+        }
+        builder
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// Consul's grace before it removes an instance whose check stays critical (its minimum): a
@@ -192,6 +232,8 @@ pub enum ServeError {
     Listener(#[from] std::io::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("reflection: {0}")]
+    Descriptors(#[from] descriptors::DescriptorError),
     #[error("consul: {0}")]
     Consul(#[from] shop_discovery::consul::ConsulError),
     #[error("gRPC server: {0}")]
@@ -232,7 +274,7 @@ where
 {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(S::NAME, ServingStatus::Serving).await;
-    let reflection = reflection(who.descriptors)?;
+    let (reflection_v1, reflection_v1alpha) = reflection(who.descriptors, S::NAME)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, service = S::NAME, "serving");
     announce_ready(who.name, addr);
@@ -243,7 +285,8 @@ where
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .layer(RequestLogLayer)
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming(listener), stop)
     })
@@ -291,27 +334,29 @@ fn acceptable_request_id(v: &HeaderValue) -> bool {
 }
 
 /// The line for a call that ended without a server fault, in the shape `tracing` gives the
-/// other lines (`<time>  INFO call{method=.. request_id=..}: call done grpc_status=Ok
+/// other lines (`<time>  INFO call{method=.. request_id=.. trace_id=..}: call done grpc_status=Ok
 /// elapsed_ms=0.12`), formatted straight into one buffer: on a cheap call, building and
 /// formatting a `tracing` event cost more than the read behind it.
-fn call_done(method: &str, id: &HeaderValue, status: tonic::Code, elapsed_ms: f64) {
+fn call_done(method: &str, id: &HeaderValue, trace_id: &str, status: tonic::Code, elapsed_ms: f64) {
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
     }
-    let mut line = Vec::with_capacity(160);
+    let mut line = Vec::with_capacity(200);
     shop_base::logs::timestamp(&mut line);
     let _ = writeln!(
         line,
-        "  INFO call{{method={method} request_id={}}}: call done grpc_status={status:?} elapsed_ms={elapsed_ms}",
+        "  INFO call{{method={method} request_id={} trace_id={trace_id}}}: call done grpc_status={status:?} \
+         elapsed_ms={elapsed_ms}",
         id.to_str().unwrap_or("-"),
     );
     shop_base::logs::emit(line);
 }
 
-/// A tower layer for the tonic server: gives every call a span with its method and request id
+/// A tower layer for the tonic server: gives every call a span with its method, request id
 /// (taken from `x-request-id`, or generated and added to the request so handlers can forward
-/// it), echoes the id on the response, and logs one line when the call ends with its gRPC
-/// status and latency.
+/// it) and trace id (the call continues the caller's `traceparent`, or starts a trace, and the
+/// request carries this hop's `traceparent` on to handlers), echoes the request id on the
+/// response, and logs one line when the call ends with its gRPC status and latency.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestLogLayer;
 
@@ -351,17 +396,25 @@ where
                 fresh
             }
         };
+        // This call's hop of the caller's trace (or a new trace), put back on the request so
+        // that handlers forwarding it make this hop the parent of their calls.
+        let hop = TraceContext::continue_from(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        if let Ok(v) = HeaderValue::from_str(&hop.to_string()) {
+            req.headers_mut().insert(TRACEPARENT, v);
+        }
+        let trace_id = hop.trace_id();
         let method = req.uri().path().to_owned();
         let span = tracing::info_span!(
             "call",
             method = %method,
             request_id = %id.to_str().unwrap_or("-"),
+            trace_id = %trace_id,
         );
         let started = Instant::now();
         let future = span.in_scope(|| self.inner.call(req));
         Box::pin(
             async move {
-                let result = future.await;
+                let result = shop_base::trace::scope(hop, future).await;
                 let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
                 match result {
                     Ok(mut res) => {
@@ -380,7 +433,7 @@ where
                         ) {
                             tracing::error!(grpc_status = ?status, elapsed_ms, "call failed");
                         } else {
-                            call_done(&method, &id, status, elapsed_ms);
+                            call_done(&method, &id, &trace_id, status, elapsed_ms);
                         }
                         res.headers_mut().insert(REQUEST_ID, id);
                         Ok(res)
@@ -399,6 +452,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reflection_lists_names_as_tonic_serves_them() {
+        fn name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+            S::NAME
+        }
+        let (v1, v1alpha) = reflection(
+            &[tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET],
+            REFLECTION_SERVICES[0],
+        )
+        .unwrap();
+        assert_eq!([name(&v1), name(&v1alpha)], REFLECTION_SERVICES);
+        let (_, health) = tonic_health::server::health_reporter();
+        assert_eq!(name(&health), HEALTH_SERVICE);
+        assert!(matches!(
+            reflection(&[], "shop.nothing.v1.Nothing"),
+            Err(ServeError::Descriptors(
+                descriptors::DescriptorError::UnknownService(_)
+            ))
+        ));
+    }
 
     #[tokio::test]
     async fn a_port_in_use_is_named_in_the_error() {
