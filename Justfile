@@ -30,6 +30,14 @@ test:
     # install it first (instant when present) and tell the tests where it is.
     SHOP_CONSUL_BIN="$(services/discovery/scripts/get-consul)"
     export SHOP_CONSUL_BIN
+    # The gateway's OpenAPI test checks its document with openapi-spec-validator (from PyPI, into
+    # .tools/openapi-venv/): the same, for the validator.
+    SHOP_OPENAPI_VALIDATOR="$(gateway/scripts/get-openapi-validator)"
+    export SHOP_OPENAPI_VALIDATOR
+    # The reflection test checks the services with grpcio, a gRPC client other than tonic's
+    # (from PyPI, into .tools/grpc-venv/): the same, for its Python.
+    SHOP_GRPC_PYTHON="$(services/kit/scripts/get-grpcio)"
+    export SHOP_GRPC_PYTHON
     cargo test --workspace --locked
     just stack-test
 
@@ -197,7 +205,10 @@ up *scale: (_scale scale) build consul
     # The provider reports to the gateway started below (its listener in gateway.toml), unless
     # SHOP_PAYMENTS_WEBHOOK_URL says otherwise; SHOP_ORDERS_PAY_WITHIN passes through when set.
     webhook_url="${SHOP_PAYMENTS_WEBHOOK_URL:-{{gateway_url}}/api/payments/webhook}"
-    order_settings=("SHOP_PAYMENTS_WEBHOOK_SECRET=$webhook_secret" "SHOP_PAYMENTS_WEBHOOK_URL=$webhook_url")
+    # The simulated provider pays every order it is asked to: right for this demo stack, never
+    # for a shop taking money (docs/order-service.md).
+    order_settings=("SHOP_PAYMENTS_WEBHOOK_SECRET=$webhook_secret" "SHOP_PAYMENTS_WEBHOOK_URL=$webhook_url"
+        "SHOP_PAYMENTS_PROVIDER=${SHOP_PAYMENTS_PROVIDER:-simulated}")
     if [ -n "${SHOP_ORDERS_PAY_WITHIN:-}" ]; then
         order_settings+=("SHOP_ORDERS_PAY_WITHIN=$SHOP_ORDERS_PAY_WITHIN")
     fi
@@ -219,10 +230,27 @@ up *scale: (_scale scale) build consul
     echo "order service (gRPC):   http://127.0.0.1:5002"
     echo "product service (gRPC): http://127.0.0.1:5003"
     echo "admin login:            $admin_user / $admin_password"
-    echo "payments:               simulated provider, reporting to $webhook_url (secret from $webhook_secret_from)"
+    echo "payments:               provider ${SHOP_PAYMENTS_PROVIDER:-simulated}, reporting to $webhook_url (secret from $webhook_secret_from)"
     echo "logs:                   {{run_dir}}/logs/   (just logs)"
     echo "try it:                 just demo"
     echo "stop:                   just down"
+
+# Back up the three services' databases while they run (SQLite's online backup, consistent) into .run/backups/<UTC time>/; restoring: docs/deployment.md.
+backup data_dir=(run_dir / "data"):
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q --locked -p user-service -p product-service -p order-service
+    mkdir -p {{run_dir}}/backups
+    chmod 700 {{run_dir}}/backups
+    stamp() { date -u +%Y-%m-%dT%H-%M-%SZ; }
+    dir="{{run_dir}}/backups/$(stamp)"
+    # Two backups in one second: the second waits for a fresh name rather than mix two sets.
+    while [ -e "$dir" ]; do sleep 1; dir="{{run_dir}}/backups/$(stamp)"; done
+    mkdir "$dir"
+    for service in user product order; do
+        {{bin_dir}}/$service-service backup --data-dir "{{data_dir}}" --to "$dir/$service.db" --log warn
+    done
+    echo "backups of {{data_dir}} in $dir"
 
 # Install Consul if it is missing (into .tools/consul/, from Debian's package) and say where it is.
 consul-install:

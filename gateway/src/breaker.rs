@@ -33,6 +33,38 @@ impl State {
     }
 }
 
+/// Why a breaker opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trip {
+    /// `consecutive_failures` failures in a row.
+    ConsecutiveFailures,
+    /// More than `failure_ratio` of at least `min_calls` calls in `window` failed.
+    FailureRatio,
+    /// The probe call after `open_for` failed.
+    ProbeFailed,
+}
+
+impl Trip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trip::ConsecutiveFailures => "consecutive_failures",
+            Trip::FailureRatio => "failure_ratio",
+            Trip::ProbeFailed => "probe_failed",
+        }
+    }
+}
+
+/// What the breaker of one instance says about itself (for the admin view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    pub state: State,
+    pub trips: u64,
+    /// Why it last opened, and the failure that opened it as the caller described it.
+    pub last_trip: Option<(Trip, Option<String>)>,
+    /// Open: how long until a probe may go.
+    pub probe_in: Option<Duration>,
+}
+
 #[derive(Debug)]
 struct Instance {
     state: State,
@@ -43,6 +75,7 @@ struct Instance {
     /// Open: until when. Half-open: when the probe started.
     since: Instant,
     trips: u64,
+    last_trip: Option<(Trip, Option<String>)>,
 }
 
 /// The breakers of one `[breaker.NAME]` policy, one per upstream instance: state only; the
@@ -105,6 +138,7 @@ impl Breakers {
                     failures: 0,
                     since: now,
                     trips: 0,
+                    last_trip: None,
                 },
             );
         }
@@ -125,15 +159,15 @@ impl Breakers {
         }
         let trip = match i.state {
             // The probe decides.
-            State::HalfOpen | State::Open => failed,
-            State::Closed => {
-                failed
-                    && (i.consecutive >= config.consecutive_failures
-                        || (i.calls >= config.min_calls
-                            && f64::from(i.failures) / f64::from(i.calls) > config.failure_ratio))
-            }
+            State::HalfOpen | State::Open => failed.then_some(Trip::ProbeFailed),
+            State::Closed if !failed => None,
+            State::Closed if i.consecutive >= config.consecutive_failures => Some(Trip::ConsecutiveFailures),
+            State::Closed => (i.calls >= config.min_calls
+                && f64::from(i.failures) / f64::from(i.calls) > config.failure_ratio)
+                .then_some(Trip::FailureRatio),
         };
-        if trip {
+        if let Some(why) = trip {
+            i.last_trip = Some((why, None));
             i.state = State::Open;
             i.since = now + config.open_for;
             i.trips += 1;
@@ -144,7 +178,30 @@ impl Breakers {
             i.state = State::Closed;
             i.consecutive = 0;
         }
-        trip
+        trip.is_some()
+    }
+
+    /// Says what the failure that just opened `instance`'s breaker was (after [`Breakers::record`]
+    /// returned true), for the admin view.
+    pub fn explain(&self, instance: &str, failure: String) {
+        let Ok(mut map) = self.instances.lock() else {
+            return;
+        };
+        if let Some((_, cause)) = map.get_mut(instance).and_then(|i| i.last_trip.as_mut()) {
+            *cause = Some(failure);
+        }
+    }
+
+    /// The breaker of `instance`, if a call ever went there under this policy.
+    pub fn detail(&self, instance: &str, now: Instant) -> Option<Detail> {
+        let map = self.instances.lock().ok()?;
+        let i = map.get(instance)?;
+        Some(Detail {
+            state: i.state,
+            trips: i.trips,
+            last_trip: i.last_trip.clone(),
+            probe_in: (i.state == State::Open).then(|| i.since.saturating_duration_since(now)),
+        })
     }
 
     /// Whole seconds until the first open breaker among `instances` lets a probe through.
@@ -263,6 +320,12 @@ mod tests {
         b.record(&p, "a", false, t2);
         assert!(b.available(&p, "a", t2));
         assert_eq!(b.states(), vec![("a".to_owned(), State::Closed, 2)]);
+        let d = b.detail("a", t2).unwrap();
+        assert_eq!(
+            d.last_trip,
+            Some((Trip::ProbeFailed, None)),
+            "the last opening says why"
+        );
     }
 
     #[test]
@@ -276,6 +339,15 @@ mod tests {
         }
         assert!(tripped);
         assert!(!b.available(&p, "a", t0));
+        b.explain("a", "the call was not sent".to_owned());
+        let d = b.detail("a", t0).unwrap();
+        assert_eq!(d.state, State::Open);
+        assert_eq!(
+            d.last_trip,
+            Some((Trip::FailureRatio, Some("the call was not sent".to_owned())))
+        );
+        assert_eq!(d.probe_in, Some(Duration::from_secs(5)));
+        assert!(b.detail("b", t0).is_none());
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub struct Cidr {
     prefix: u8,
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl Cidr {
     pub fn parse(text: &str) -> Option<Cidr> {
         let (addr, prefix) = match text.split_once('/') {

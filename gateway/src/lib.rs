@@ -9,6 +9,10 @@
 //! - [`limit`]: token buckets per policy and client key;
 //! - [`client`]: the client's address (behind trusted proxies) and address blocks;
 //! - [`metrics`]: counters and `/metrics` in the Prometheus text format;
+//! - [`admin`]: the read-only admin view on its own listener (`/config`, `/upstreams`,
+//!   `/metrics`);
+//! - [`access`]: the access log line, text or JSON, to stderr or a file;
+//! - [`openapi`]: the OpenAPI 3.1 document generated from the routes and descriptors;
 //! - [`upstream`]: balancers over Consul-watched or static instances, dynamic gRPC calls;
 //! - [`grpc`]: unary gRPC over HTTP/2 with `h2` directly, an instance's connections;
 //! - [`pipeline`]: one request from start to access log;
@@ -22,6 +26,7 @@
 //! - [`tls`]: certificates into rustls.
 
 pub mod access;
+pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod config;
@@ -32,6 +37,7 @@ pub mod limit;
 pub mod live;
 pub mod loaded;
 pub mod metrics;
+pub mod openapi;
 pub mod own;
 pub mod pipeline;
 pub mod reload;

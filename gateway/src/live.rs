@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use shop_auth::revoked::Revocations;
 
@@ -38,11 +38,23 @@ pub struct Gateway {
     revocations: Arc<Revocations>,
     /// Counters of the gateway's own answers, by the name the access log shows.
     own: Vec<(Arc<str>, Arc<RouteCounters>)>,
+    /// A stop was asked for: `/ready` says 503 while the listeners still serve.
+    draining: AtomicBool,
+    /// The last reload refused, for the admin view.
+    last_refused: Mutex<Option<Refused>>,
+}
+
+/// A reload that was refused: when, what asked for it, and why (`check`'s words).
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub at: SystemTime,
+    pub cause: Cause,
+    pub error: String,
 }
 
 /// The gateway's own answers, counted like routes: no route matched, CORS preflights, and its
 /// own endpoints.
-const OWN: [&str; 4] = ["-", "preflight", "health", "metrics"];
+const OWN: [&str; 6] = ["-", "preflight", "health", "ready", "metrics", "openapi.json"];
 
 /// What a reload did, for its log line.
 #[derive(Debug)]
@@ -102,6 +114,8 @@ impl Gateway {
             connections,
             revocations,
             own,
+            draining: AtomicBool::new(false),
+            last_refused: Mutex::new(None),
         })
     }
 
@@ -140,6 +154,25 @@ impl Gateway {
             self.reloads_refused.load(Ordering::Relaxed),
         )
     }
+    /// From now on `/ready` answers 503 (a stop was asked for; the listeners close after the
+    /// drain window).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop is under way.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The last reload that was refused, if any.
+    pub fn last_refused(&self) -> Option<Refused> {
+        self.last_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The file this gateway was started with (and reloads).
     pub fn path(&self) -> &std::path::Path {
         &self.path
@@ -198,7 +231,14 @@ impl Gateway {
             });
         let counter = match &result {
             Ok(_) => &self.reloads_ok,
-            Err(_) => &self.reloads_refused,
+            Err(e) => {
+                *self.last_refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refused {
+                    at: SystemTime::now(),
+                    cause,
+                    error: e.to_string().trim_end().to_owned(),
+                });
+                &self.reloads_refused
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
         result.map(Some)
@@ -231,6 +271,7 @@ struct Sockets {
     idle_timeout: std::time::Duration,
     max_header_bytes: usize,
     max_connections: usize,
+    admin: Option<SocketAddr>,
 }
 
 impl Sockets {
@@ -241,6 +282,7 @@ impl Sockets {
             idle_timeout: c.idle_timeout,
             max_header_bytes: c.max_header_bytes,
             max_connections: c.max_connections,
+            admin: c.admin.map(|a| a.address),
         }
     }
 
@@ -265,6 +307,9 @@ impl Sockets {
         if self.max_connections != new.max_connections {
             changed.push("gateway.max_connections");
         }
+        if self.admin != new.admin {
+            changed.push("admin.address");
+        }
         changed
     }
 }
@@ -286,6 +331,11 @@ mod tests {
         assert_eq!(
             started.differences(&Sockets::of(&parse(&moved))),
             ["listener addresses", "gateway.header_timeout"]
+        );
+        let admin = format!("{text}\n[admin]\naddress = \"127.0.0.1:9901\"\n");
+        assert_eq!(
+            started.differences(&Sockets::of(&parse(&admin))),
+            ["admin.address"]
         );
         // Routes and policies are not socket settings.
         let routes = text.replace("rate = 50\n", "rate = 60\n");

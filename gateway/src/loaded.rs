@@ -1,17 +1,20 @@
 //! One configuration built: the router, a [`Plan`] per route (everything a request on that route
 //! needs, resolved once: the gRPC path, the upstream, the policies, the counters), the
-//! balancers, the token verifier and the policies' state. A request holds the `Loaded` that was
+//! balancers, the token verifier, the policies' state and the access log. A request holds the `Loaded` that was
 //! current when it arrived until it is answered, so a reload never changes a request half-way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::StatusCode;
 use http::uri::PathAndQuery;
 use shop_auth::revoked::Revocations;
 use shop_auth::{TokenRules, Verifier};
 
+use crate::access;
 use crate::breaker::Breakers;
 use crate::config::{Access, Breaker, Config, Limit, Route};
 use crate::limit;
@@ -56,6 +59,13 @@ pub struct Loaded {
     verifier: Option<Verifier>,
     limits: BTreeMap<String, Arc<limit::Policy>>,
     breakers: BTreeMap<String, Arc<Breakers>>,
+    /// The upstreams some route calls (what readiness waits for), by name.
+    routed: Vec<String>,
+    access: access::Log,
+    /// When this configuration was built (the admin view shows it).
+    loaded_at: SystemTime,
+    /// This configuration's OpenAPI document (`GET /openapi.json`), generated once at load.
+    openapi: Bytes,
 }
 
 fn verifier(config: &Config, revocations: &Arc<Revocations>) -> Result<Option<Verifier>, String> {
@@ -105,6 +115,13 @@ impl Loaded {
             .iter()
             .map(|r| plan(&config, r, &upstreams, &limits, &breakers, metrics))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut routed: Vec<String> = config.routes.iter().map(|r| r.upstream.clone()).collect();
+        routed.sort();
+        routed.dedup();
+        let a = &config.access_log;
+        let access = access::Log::open(a.format, a.fields.clone(), a.file.as_deref())
+            .map_err(|e| format!("{}: {e}", config.path.display()))?;
+        let openapi = crate::openapi::compact(&config);
         Ok(Loaded {
             config,
             router,
@@ -113,6 +130,10 @@ impl Loaded {
             verifier,
             limits,
             breakers,
+            routed,
+            access,
+            loaded_at: SystemTime::now(),
+            openapi,
         })
     }
 
@@ -148,6 +169,26 @@ impl Loaded {
 
     pub fn breakers(&self) -> &BTreeMap<String, Arc<Breakers>> {
         &self.breakers
+    }
+
+    /// The OpenAPI document of this configuration, as JSON (see [`crate::openapi`]).
+    pub fn openapi(&self) -> &Bytes {
+        &self.openapi
+    }
+
+    /// The names of the upstreams some route calls.
+    pub fn routed_upstreams(&self) -> &[String] {
+        &self.routed
+    }
+
+    /// This configuration's access log.
+    pub fn access(&self) -> &access::Log {
+        &self.access
+    }
+
+    /// When this configuration was built.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
     }
 
     /// Upstreams started for this configuration rather than taken over from `old`.

@@ -1,7 +1,8 @@
 //! The gateway's own endpoints, answered before any route: `GET /health` (alive, and whether
-//! every upstream has an instance) and `GET /metrics` (the counters, and gauges read at scrape
-//! time from where they live: instances, breakers, buckets, the file in use, connections,
-//! revocations).
+//! every upstream has an instance), `GET /ready` (whether to send it traffic: every upstream a
+//! route calls has an instance, and no stop is under way) and `GET /metrics` (the counters, and
+//! gauges read at scrape time from where they live: instances, breakers, buckets, the file in
+//! use, connections, revocations; on the admin listener only, when there is one).
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -21,7 +22,20 @@ impl Gateway {
         method: &Method,
         path: &str,
     ) -> Option<Result<Reply, Refusal>> {
-        if path != "/health" && path != "/metrics" {
+        if path == crate::openapi::PATH {
+            // The API description, generated when this configuration loaded.
+            return Some(match *method {
+                Method::GET | Method::HEAD => Ok(reply::json(StatusCode::OK, loaded.openapi().clone())),
+                _ => Err(Refusal::MethodNotAllowed {
+                    method: method.as_str().to_owned(),
+                    path: path.to_owned(),
+                    allow: vec!["GET".into(), "HEAD".into()],
+                }),
+            });
+        }
+        // With an admin listener, the counters are the admin view's alone.
+        let terse = loaded.config().admin.is_some();
+        if path != "/health" && path != "/ready" && (path != "/metrics" || terse) {
             return None;
         }
         if method != Method::GET && method != Method::HEAD {
@@ -31,15 +45,52 @@ impl Gateway {
                 allow: vec!["GET".into(), "HEAD".into()],
             }));
         }
-        Some(Ok(if path == "/health" {
-            loaded.health()
-        } else {
-            self.metrics_reply(loaded)
+        Some(Ok(match path {
+            "/health" => loaded.health(terse),
+            "/ready" => self.ready(loaded, terse),
+            _ => self.metrics_reply(loaded),
         }))
     }
 
+    /// `GET /ready`: 200 while no stop is under way and every upstream a route calls has a
+    /// healthy instance; else 503 saying which upstreams have none (how many, when `terse`:
+    /// the public answer beside an admin listener, which names them).
+    pub(crate) fn ready(&self, loaded: &Loaded, terse: bool) -> Reply {
+        let missing: Vec<&str> = loaded
+            .routed_upstreams()
+            .iter()
+            .filter(|name| {
+                loaded
+                    .upstream(name)
+                    .is_none_or(|u| u.balancer.instances().is_empty())
+            })
+            .map(String::as_str)
+            .collect();
+        let status = if self.draining() {
+            "draining"
+        } else if missing.is_empty() {
+            "ready"
+        } else {
+            "unready"
+        };
+        let mut body = serde_json::json!({ "status": status });
+        if !missing.is_empty() {
+            body["upstreams_without_instances"] = if terse {
+                missing.len().into()
+            } else {
+                missing.into()
+            };
+        }
+        let code = if status == "ready" {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        reply::json(code, Bytes::from(body.to_string()))
+    }
+
     /// `GET /metrics`: the counters, then gauges read now from where they live.
-    fn metrics_reply(&self, loaded: &Loaded) -> Reply {
+    pub(crate) fn metrics_reply(&self, loaded: &Loaded) -> Reply {
         use std::fmt::Write;
         let mut extra = loaded.gauges();
         metrics::header(
@@ -177,11 +228,27 @@ impl Loaded {
         extra
     }
 
-    /// Liveness and readiness: answering at all means alive; 200 means every upstream has a
-    /// healthy instance, 503 that one has none (the body says which).
-    fn health(&self) -> Reply {
+    /// Liveness, and whether every upstream has a healthy instance: answering at all means
+    /// alive; 200 means every upstream has one, 503 that one has none (the body says which; when
+    /// `terse`, only how many, without the file's path or upstream names).
+    pub(crate) fn health(&self, terse: bool) -> Reply {
         let counts = self.upstreams().counts();
         let ready = counts.iter().all(|(_, n)| *n > 0);
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        if terse {
+            let body = serde_json::json!({
+                "status": if ready { "ok" } else { "degraded" },
+                "routes": self.config().routes.len(),
+                "upstreams": counts.len(),
+                "upstreams_without_instances": counts.iter().filter(|(_, n)| *n == 0).count(),
+                "instances": counts.iter().map(|(_, n)| n).sum::<usize>(),
+            });
+            return reply::json(status, Bytes::from(body.to_string()));
+        }
         let upstreams: serde_json::Map<String, serde_json::Value> = counts
             .into_iter()
             .map(|(name, n)| (name, serde_json::json!({ "instances": n })))
@@ -192,11 +259,6 @@ impl Loaded {
             "routes": self.config().routes.len(),
             "upstreams": upstreams,
         });
-        let status = if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
         reply::json(status, Bytes::from(body.to_string()))
     }
 }

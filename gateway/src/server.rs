@@ -1,12 +1,14 @@
 //! The listeners: HTTP/1.1 and HTTP/2 on each configured address, over cleartext (h2c, prior
 //! knowledge) or TLS (rustls, ALPN h2 or http/1.1); one task per connection, living by the
 //! connection limits (`conn`: header timeout from accept, TLS handshake included; idle timeout;
-//! room made at the connection cap; plus hyper's request head size limit), and a graceful stop:
-//! no new connections, requests in flight finish within a bound, idle keep-alive connections
-//! are closed.
+//! room made at the connection cap; plus hyper's request head size limit); the admin listener
+//! (`[admin]`, cleartext, the read-only view of `admin`); and a graceful stop: `/ready` says
+//! 503 for the drain window while everything is still served, then no new connections,
+//! requests in flight finish within a bound, idle keep-alive connections are closed.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,28 +39,31 @@ pub enum ServeError {
     },
 }
 
-/// Binds every listener (all or none), prints `gateway ready on <addr>` for each, and serves
-/// until `stop` completes; then drains. Returns after the drain.
+/// Who a socket serves: the public API (a `[[listener]]`, as configured when it opened) or the
+/// read-only admin view (`[admin]`).
+#[derive(Clone)]
+enum Serves {
+    Public(Arc<Listener>),
+    Admin,
+}
+
+/// Connections the admin view serves at once: a few operators and scrapers, never a crowd.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// How long the stop waits for the access log file to take its last lines.
+const LOG_FLUSH: Duration = Duration::from_secs(2);
+
+/// Binds every listener and the admin listener (all or none), prints `gateway ready on <addr>`
+/// for each listener (and `gateway admin on <addr>`), and serves until `stop` completes; then
+/// `/ready` answers 503 for the drain window (`gateway.drain`) while everything else is served
+/// as before, and then the listeners close and requests in flight finish. Returns after that.
 ///
 /// The addresses, TLS on or off, and the connection limits are read once, here; a reload
 /// changes what a request meets (routes, policies, CORS, the certificate), not the sockets.
 pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
     let loaded = gateway.current();
     let config = loaded.config();
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let socket = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: l.address,
-                source,
-            })?;
-        let local = socket.local_addr().map_err(|source| ServeError::Bind {
-            addr: l.address,
-            source,
-        })?;
-        bound.push((socket, local, Arc::new(l.clone())));
-    }
+    let bound = bind(config).await?;
     let builder = Arc::new(builder(config.max_header_bytes));
     let clock = Clock {
         header_timeout: config.header_timeout,
@@ -68,17 +73,27 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
     // Every connection task holds a sender; the drain is over when the last one is dropped.
     let (alive, mut all_gone) = mpsc::channel::<()>(1);
     let mut accepting = Vec::new();
-    for (socket, local, listener) in bound {
-        let scheme = if listener.tls.is_some() { "https" } else { "http" };
-        tracing::info!(addr = %local, scheme, routes = config.routes.len(), "listening");
-        // The line scripts and tests wait for; stdout, flushed by println.
-        println!("gateway ready on {local}");
+    for (socket, local, serves) in bound {
+        let slots = match &serves {
+            Serves::Public(listener) => {
+                let scheme = if listener.tls.is_some() { "https" } else { "http" };
+                tracing::info!(addr = %local, scheme, routes = config.routes.len(), "listening");
+                // The line scripts and tests wait for; stdout, flushed by println.
+                println!("gateway ready on {local}");
+                gateway.connections()
+            }
+            Serves::Admin => {
+                tracing::info!(addr = %local, "admin view listening (/config, /upstreams, /metrics)");
+                println!("gateway admin on {local}");
+                crate::conn::Slots::new(ADMIN_CONNECTIONS)
+            }
+        };
         accepting.push(tokio::spawn(accept(Acceptor {
             socket,
-            listener,
+            serves,
             gateway: Arc::clone(&gateway),
             builder: Arc::clone(&builder),
-            slots: gateway.connections(),
+            slots,
             clock,
             stop: stop_seen.clone(),
             alive: alive.clone(),
@@ -87,6 +102,7 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
     drop(loaded);
 
     stop.await;
+    drain_window(&gateway).await;
     tracing::info!(
         drain_secs = DRAIN.as_secs(),
         "stopping: no new connections; draining"
@@ -100,7 +116,40 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
         Ok(_) => tracing::info!("drained; stopped"),
         Err(_) => tracing::warn!("requests still running after {DRAIN:?}; stopping anyway"),
     }
+    gateway.current().access().flush(LOG_FLUSH).await;
     Ok(())
+}
+
+/// The configured listeners, then the admin listener when there is one: all or none.
+async fn bind(config: &crate::config::Config) -> Result<Vec<(TcpListener, SocketAddr, Serves)>, ServeError> {
+    let public = config
+        .listeners
+        .iter()
+        .map(|l| (l.address, Serves::Public(Arc::new(l.clone()))));
+    let admin = config.admin.map(|a| (a.address, Serves::Admin));
+    let mut bound = Vec::new();
+    for (addr, serves) in public.chain(admin) {
+        let error = |source| ServeError::Bind { addr, source };
+        let socket = TcpListener::bind(addr).await.map_err(error)?;
+        let local = socket.local_addr().map_err(error)?;
+        bound.push((socket, local, serves));
+    }
+    Ok(bound)
+}
+
+/// After a stop is asked for: `/ready` answers 503 for `gateway.drain` (as the file says now),
+/// so that load balancers stop sending before the listeners close; every other request is
+/// served as usual meanwhile.
+async fn drain_window(gateway: &Gateway) {
+    let window = gateway.current().config().drain;
+    gateway.start_draining();
+    if !window.is_zero() {
+        tracing::info!(
+            drain_window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            "stopping: /ready answers 503 from now; still serving until the drain window ends"
+        );
+        tokio::time::sleep(window).await;
+    }
 }
 
 /// hyper's part: protocols, the request head size limit. Timing is `conn`'s (hyper's own
@@ -122,8 +171,7 @@ fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
 /// One listener's accept loop and what its connections need.
 struct Acceptor {
     socket: TcpListener,
-    /// The listener as configured when it opened.
-    listener: Arc<Listener>,
+    serves: Serves,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     slots: Arc<Slots>,
@@ -159,26 +207,19 @@ async fn accept(a: Acceptor) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot turn off Nagle's algorithm");
         }
-        // The certificate as the file says now (a reload may have rotated it); the one the
-        // listener opened with when the file no longer lists this address with TLS.
-        let tls = a.listener.tls.as_ref().map(|opened| {
-            let current = a.gateway.current();
-            let now = current
-                .config()
-                .listener(a.listener.address)
-                .and_then(|l| l.tls.as_ref())
-                .unwrap_or(opened);
-            Arc::clone(&now.server)
-        });
+        let tls = tls_now(&a);
         let gateway = Arc::clone(&a.gateway);
-        let listener = Arc::clone(&a.listener);
+        let serves = a.serves.clone();
         let tracker = Arc::clone(&slot.tracker);
         let service = service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
-            let listener = Arc::clone(&listener);
+            let serves = serves.clone();
             let in_flight = tracker.begin();
             async move {
-                let reply = gateway.handle(req, peer, &listener).await;
+                let reply = match &serves {
+                    Serves::Public(listener) => gateway.handle(req, peer, listener).await,
+                    Serves::Admin => gateway.admin(req.method(), req.uri().path()),
+                };
                 drop(in_flight);
                 Ok::<_, Infallible>(reply)
             }
@@ -196,23 +237,7 @@ async fn accept(a: Acceptor) {
             let _slot = slot;
             let result = match tls {
                 None => ends.drive(stream, service).await,
-                Some(config) => {
-                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    let tls = tokio::select! {
-                        tls = handshake => tls,
-                        cut = conn::watch(&ends.tracker, ends.clock) => Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("TLS handshake not done: {}", cut.as_str()),
-                        )),
-                    };
-                    match tls {
-                        Ok(tls) => ends.drive(tls, service).await,
-                        Err(e) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
-                            Ok(None)
-                        }
-                    }
-                }
+                Some(config) => ends.drive_tls(stream, config, service, peer).await,
             };
             match result {
                 Ok(Some(cut)) => {
@@ -224,6 +249,24 @@ async fn accept(a: Acceptor) {
             }
         });
     }
+}
+
+/// The certificate a new connection on a TLS listener gets: as the file says now (a reload may
+/// have rotated it); the one the listener opened with when the file no longer lists this address
+/// with TLS. `None`: cleartext (and the admin view, which is always cleartext).
+fn tls_now(a: &Acceptor) -> Option<Arc<rustls::ServerConfig>> {
+    let Serves::Public(listener) = &a.serves else {
+        return None;
+    };
+    listener.tls.as_ref().map(|opened| {
+        let current = a.gateway.current();
+        let now = current
+            .config()
+            .listener(listener.address)
+            .and_then(|l| l.tls.as_ref())
+            .unwrap_or(opened);
+        Arc::clone(&now.server)
+    })
 }
 
 /// What ends a connection besides its client: the stop, and its clock.
@@ -270,6 +313,42 @@ impl Ends {
             let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
         }
         Ok(Some(cut))
+    }
+
+    /// The TLS handshake (on the connection's clock: it counts against the header timeout),
+    /// then [`Ends::drive`]. A failed handshake drops the connection.
+    async fn drive_tls<S>(
+        self,
+        stream: tokio::net::TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        service: S,
+        peer: SocketAddr,
+    ) -> Result<Option<Cut>, Box<dyn std::error::Error + Send + Sync>>
+    where
+        S: hyper::service::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = crate::reply::Reply,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let tls = tokio::select! {
+            tls = handshake => tls,
+            cut = conn::watch(&self.tracker, self.clock) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("TLS handshake not done: {}", cut.as_str()),
+            )),
+        };
+        match tls {
+            Ok(tls) => self.drive(tls, service).await,
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -42,11 +42,12 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Starts a watch per Consul upstream (on the current runtime) and builds the balancers.
-    /// `CONSUL_HTTP_TOKEN`, when set, is sent to Consul as the ACL token. With `previous` (the
+    /// `consul_token` (or `CONSUL_HTTP_TOKEN`), when set, is sent to Consul as the ACL token (a
+    /// changed token restarts the Consul watches). With `previous` (the
     /// configuration being replaced), upstreams it defines the same way are taken over as they
     /// are; the others' watches stop once the old configuration's last request is done.
     pub fn start(config: &Config, previous: Option<(&Config, &Upstreams)>) -> Result<Upstreams, String> {
-        let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+        let token = config.consul_token.as_ref().map(|t| t.0.clone());
         let mut client = None;
         let mut map = BTreeMap::new();
         for (name, u) in &config.upstreams {
@@ -54,7 +55,8 @@ impl Upstreams {
                 let before = old.upstreams.get(name)?;
                 let unchanged = before.discovery == u.discovery
                     && before.balancer == u.balancer
-                    && (matches!(u.discovery, Discovery::Static(_)) || old.consul == config.consul);
+                    && (matches!(u.discovery, Discovery::Static(_))
+                        || (old.consul == config.consul && old.consul_token == config.consul_token));
                 if unchanged {
                     ups.map.get(name).cloned()
                 } else {
@@ -108,6 +110,11 @@ impl Upstreams {
     /// The upstream of that name, to hold (a route's plan does).
     pub fn get_shared(&self, name: &str) -> Option<Arc<Upstream>> {
         self.map.get(name).cloned()
+    }
+
+    /// Every upstream with its name, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Upstream)> {
+        self.map.iter().map(|(name, u)| (name.as_str(), &**u))
     }
 
     /// `(name, healthy instances)` for each upstream.
@@ -268,12 +275,12 @@ async fn guarded_attempt(
     };
     breakers.begin(picked.authority(), Instant::now());
     let result = attempt(picked, call, left).await;
-    let failed = result
-        .as_ref()
-        .err()
-        .is_some_and(CallError::counts_against_instance);
-    if breakers.record(config, picked.authority(), failed, Instant::now()) {
-        tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), "circuit breaker opened");
+    let failure = result.as_ref().err().filter(|e| e.counts_against_instance());
+    if breakers.record(config, picked.authority(), failure.is_some(), Instant::now())
+        && let Some(e) = failure
+    {
+        tracing::warn!(upstream = guard.upstream, instance = %picked.authority(), error = %e, "circuit breaker opened");
+        breakers.explain(picked.authority(), e.to_string());
     }
     result
 }

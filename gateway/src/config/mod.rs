@@ -4,6 +4,7 @@
 //! Every problem found is reported (file, route or table, key, what is wrong), not just the
 //! first.
 
+mod env;
 mod raw;
 mod routes;
 mod sections;
@@ -28,9 +29,12 @@ use crate::router::Template;
 /// The largest request body accepted unless `gateway.max_body_bytes` says otherwise.
 pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
 /// Paths the gateway answers itself; no route may take them.
-pub const RESERVED_PATHS: [&str; 2] = ["/health", "/metrics"];
+pub const RESERVED_PATHS: [&str; 4] = ["/health", "/ready", "/metrics", "/openapi.json"];
 /// The deadline of a call to an upstream unless the route or upstream says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `/ready` answers 503 after SIGTERM unless `gateway.drain` says otherwise: long
+/// enough for a load balancer probing every second or two to see it twice and stop sending.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,6 +42,9 @@ pub struct Config {
     /// A fingerprint of the file's text (FNV-1a), shown by `/metrics`.
     pub fingerprint: u64,
     pub consul: String,
+    /// `[gateway] consul_token`: the ACL token sent to Consul (`X-Consul-Token`); when the file
+    /// sets none, `CONSUL_HTTP_TOKEN` from the environment.
+    pub consul_token: Option<Secret>,
     pub max_body_bytes: u64,
     /// Peers whose `X-Forwarded-For` is believed (for the client address of `ip` limits).
     pub trusted_proxies: Vec<Cidr>,
@@ -52,6 +59,14 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Connections served at once; at the cap the longest-idle one is closed to make room.
     pub max_connections: usize,
+    /// After SIGTERM, how long `/ready` answers 503 (everything else served as usual) before
+    /// the listeners close; zero: close at once.
+    pub drain: Duration,
+    /// SHA-256 of the file's text in hex (what `sha256sum` prints), shown by the admin view.
+    pub sha256: String,
+    pub access_log: AccessLog,
+    /// The read-only admin listener, when `[admin]` is there.
+    pub admin: Option<Admin>,
     pub descriptors: DescriptorPool,
     pub auth: Auth,
     pub listeners: Vec<Listener>,
@@ -59,6 +74,21 @@ pub struct Config {
     pub limits: BTreeMap<String, Limit>,
     pub breakers: BTreeMap<String, Breaker>,
     pub routes: Vec<Route>,
+}
+
+/// `[access_log]`: the line's format and fields, and the file lines are appended to (stderr
+/// through the log writer when `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub format: crate::access::Format,
+    pub fields: Vec<crate::access::Field>,
+    pub file: Option<PathBuf>,
+}
+
+/// `[admin]`: where the read-only admin view listens (never a public listener's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
 }
 
 /// A `[[listener]]`: where to listen, and optionally TLS and CORS.
@@ -217,6 +247,16 @@ pub struct Problem {
     pub message: String,
 }
 
+/// A value that must never reach a log or an answer: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Why a file cannot be used: every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -281,6 +321,51 @@ pub(super) fn duration(
     }
 }
 
+/// A duration key that may be zero (`"0s"`, or plain `"0"`) and at most `max`: `default` when
+/// absent; a problem (and `default`) otherwise.
+pub(super) fn span(
+    p: &mut Problems,
+    place: &str,
+    key: &str,
+    text: Option<&str>,
+    (default, max): (Duration, Duration),
+) -> Duration {
+    let Some(t) = text else {
+        return default;
+    };
+    match parse_duration(t).or_else(|| (t.trim() == "0").then_some(Duration::ZERO)) {
+        Some(d) if d <= max => d,
+        Some(_) => {
+            p.add(
+                place,
+                key,
+                format!("expected at most {}s, got {t:?}", max.as_secs()),
+            );
+            default
+        }
+        None => {
+            p.add(
+                place,
+                key,
+                format!("expected a duration such as \"0s\", \"500ms\" or \"5s\", got {t:?}"),
+            );
+            default
+        }
+    }
+}
+
+/// SHA-256 of `bytes`, in lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// `<whole number><ms|s|m|h>`.
 pub fn parse_duration(t: &str) -> Option<Duration> {
     let t = t.trim();
@@ -318,16 +403,50 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 /// Validates the text of a gateway file named `path`: every section, then the routes against
 /// what the sections defined.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let raw: raw::RawFile = toml::from_str(text).map_err(|e| ConfigError {
+    parse_with(path, text, |name| std::env::var(name).ok())
+}
+
+/// The file's tables as written, `${NAME}` references replaced by `env`.
+fn read_raw(
+    path: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<raw::RawFile, ConfigError> {
+    let not_toml = |e: &dyn fmt::Display| ConfigError {
         file: path.to_owned(),
         problems: vec![Problem {
             place: "file".to_owned(),
             key: String::new(),
             message: e.to_string().trim_end().replace('\n', "\n    "),
         }],
-    })?;
-    let base = path.parent().map(Path::to_owned).unwrap_or_default();
+    };
+    // Read as written first, so a misspelt key is reported with its line; references only
+    // change the text inside strings, never the file's shape.
+    let raw: raw::RawFile = toml::from_str(text).map_err(|e| not_toml(&e))?;
+    if !text.contains("${") {
+        return Ok(raw);
+    }
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| not_toml(&e))?;
     let mut p = Problems(Vec::new());
+    env::expand(&mut value, "", &env, &mut p);
+    if !p.0.is_empty() {
+        return Err(ConfigError {
+            file: path.to_owned(),
+            problems: p.0,
+        });
+    }
+    value.try_into().map_err(|e| not_toml(&e))
+}
+
+/// [`parse`], with `env` answering the `${NAME}` references.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw = read_raw(path, text, env)?;
+    let mut p = Problems(Vec::new());
+    let base = path.parent().map(Path::to_owned).unwrap_or_default();
     let settings = sections::gateway(&raw.gateway, &mut p);
     let descriptors = routes::descriptors(&raw.descriptors, &base, &mut p);
     let auth = sections::auth(&raw.auth, &base, &mut p);
@@ -335,6 +454,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let upstreams = sections::upstreams(&raw.upstreams, &settings.consul, &mut p);
     let limits = sections::limits(&raw.limits, &mut p);
     let breakers = sections::breakers(&raw.breakers, &mut p);
+    let access_log = sections::access_log(&raw.access_log, &base, &mut p);
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| sections::admin(a, &listeners, &mut p));
     if let Some(name) = &auth.revocations
         && !upstreams.contains_key(name)
     {
@@ -355,6 +479,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             path: path.to_owned(),
             fingerprint: crate::metrics::fingerprint(text.as_bytes()),
             consul: settings.consul,
+            consul_token: settings.consul_token,
             max_body_bytes: settings.max_body_bytes,
             trusted_proxies: settings.trusted_proxies,
             header_timeout: settings.header_timeout,
@@ -362,6 +487,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             body_timeout: settings.body_timeout,
             max_header_bytes: settings.max_header_bytes,
             max_connections: settings.max_connections,
+            drain: settings.drain,
+            sha256: sha256_hex(text.as_bytes()),
+            access_log,
+            admin,
             descriptors,
             auth,
             listeners,

@@ -25,12 +25,16 @@ pub(super) struct RawFile {
     pub(super) breakers: BTreeMap<String, RawBreaker>,
     #[serde(default, rename = "route")]
     pub(super) routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub(super) access_log: RawAccessLog,
+    pub(super) admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGateway {
     pub(super) consul: Option<String>,
+    pub(super) consul_token: Option<String>,
     pub(super) max_body_bytes: Option<u64>,
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) header_timeout: Option<String>,
@@ -38,6 +42,8 @@ pub(super) struct RawGateway {
     pub(super) body_timeout: Option<String>,
     pub(super) max_header_bytes: Option<usize>,
     pub(super) max_connections: Option<usize>,
+    /// How long `/ready` answers 503 after SIGTERM before the listeners close.
+    pub(super) drain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,4 +137,19 @@ pub(super) struct RawRoute {
     pub(super) limit: Option<String>,
     pub(super) breaker: Option<String>,
     pub(super) idempotent: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub(super) format: Option<String>,
+    pub(super) fields: Option<Vec<String>>,
+    pub(super) file: Option<PathBuf>,
+}
+
+/// The read-only admin listener (`[admin]`); off without the table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) address: String,
 }

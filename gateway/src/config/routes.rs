@@ -182,13 +182,16 @@ fn body(r: &RawRoute, method: &str, place: &str, p: &mut Problems) -> Body {
 /// Headers a route may not bind. Those about the connection rather than the request (hop-by-hop
 /// headers, framing, `host`) are not the same in HTTP/1.1 and HTTP/2, which sends none of them,
 /// so a binding would work on one and not the other. `authorization` reaches the service as
-/// metadata; a copy in a message field is a credential the service may log or store.
-const UNBINDABLE_HEADERS: [&str; 10] = [
+/// metadata; a copy of it (or of `proxy-authorization`, `cookie`) in a message field is a
+/// credential the service may log or store.
+const UNBINDABLE_HEADERS: [&str; 12] = [
     "authorization",
     "connection",
     "content-length",
+    "cookie",
     "host",
     "keep-alive",
+    "proxy-authorization",
     "proxy-connection",
     "te",
     "trailer",

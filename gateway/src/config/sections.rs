@@ -1,5 +1,6 @@
 //! The tables of `gateway.toml` other than routes, each validated on its own: `[gateway]`,
-//! `[auth]`, `[[listener]]` (with TLS and CORS), `[upstream.*]`, `[limit.*]`, `[breaker.*]`.
+//! `[auth]`, `[[listener]]` (with TLS and CORS), `[upstream.*]`, `[limit.*]`, `[breaker.*]`,
+//! `[access_log]`, `[admin]`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,16 +10,20 @@ use std::time::Duration;
 
 use shop_discovery::Policy;
 
-use super::raw::{RawAuth, RawBreaker, RawCors, RawGateway, RawLimit, RawListener, RawUpstream};
-use super::{
-    Auth, Breaker, Cors, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Discovery, Limit, LimitKey, Listener, Problems,
-    Tls, Upstream, duration,
+use super::raw::{
+    RawAccessLog, RawAdmin, RawAuth, RawBreaker, RawCors, RawGateway, RawLimit, RawListener, RawUpstream,
 };
+use super::{
+    AccessLog, Admin, Auth, Breaker, Cors, DEFAULT_DRAIN, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Discovery,
+    Limit, LimitKey, Listener, Problems, Secret, Tls, Upstream, duration, span,
+};
+use crate::access::{Field, Format};
 use crate::client::Cidr;
 
 /// What `[gateway]` says.
 pub(super) struct Settings {
     pub(super) consul: String,
+    pub(super) consul_token: Option<Secret>,
     pub(super) max_body_bytes: u64,
     pub(super) trusted_proxies: Vec<Cidr>,
     pub(super) header_timeout: Duration,
@@ -26,6 +31,29 @@ pub(super) struct Settings {
     pub(super) body_timeout: Duration,
     pub(super) max_header_bytes: usize,
     pub(super) max_connections: usize,
+    pub(super) drain: Duration,
+}
+
+/// `consul_token`, else `CONSUL_HTTP_TOKEN`; empty (`"${CONSUL_TOKEN:-}"` with the variable
+/// unset) means none.
+fn consul_token(raw: &RawGateway, p: &mut Problems) -> Option<Secret> {
+    let token = raw
+        .consul_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()))
+        .map(Secret);
+    if token
+        .as_ref()
+        .is_some_and(|t| t.0.bytes().any(|b| !b.is_ascii_graphic()))
+    {
+        p.add(
+            "gateway",
+            "consul_token",
+            "expected printable ASCII without spaces",
+        );
+    }
+    token
 }
 
 pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
@@ -40,6 +68,7 @@ pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
             "expected http://host:port, or \"\" to run without Consul",
         );
     }
+    let consul_token = consul_token(raw, p);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         p.add("gateway", "max_body_bytes", "expected from 1024 to 16777216");
@@ -62,6 +91,14 @@ pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
     if !(1..=1_000_000).contains(&max_connections) {
         p.add("gateway", "max_connections", "expected from 1 to 1000000");
     }
+    // Past a few minutes an orchestrator has long since killed the process.
+    let drain = span(
+        p,
+        "gateway",
+        "drain",
+        raw.drain.as_deref(),
+        (DEFAULT_DRAIN, Duration::from_secs(300)),
+    );
     let mut trusted_proxies = Vec::new();
     for text in raw.trusted_proxies.iter().flatten() {
         match Cidr::parse(text) {
@@ -75,6 +112,7 @@ pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
     }
     Settings {
         consul,
+        consul_token,
         max_body_bytes,
         trusted_proxies,
         header_timeout,
@@ -82,6 +120,7 @@ pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
         body_timeout,
         max_header_bytes,
         max_connections,
+        drain,
     }
 }
 
@@ -368,4 +407,96 @@ fn cors(raw: &RawCors, place: &str, p: &mut Problems) -> Cors {
         .as_secs(),
         allow_credentials,
     }
+}
+
+/// `[access_log]`: a known format, known fields each named once, and a file (relative to this
+/// file's folder) in a folder that exists. The file itself is opened when the configuration is
+/// built, so `check` creates nothing.
+pub(super) fn access_log(raw: &RawAccessLog, base: &Path, p: &mut Problems) -> AccessLog {
+    let format = match raw.format.as_deref() {
+        None => Format::Text,
+        Some(f) => Format::parse(f).unwrap_or_else(|| {
+            p.add(
+                "access_log",
+                "format",
+                format!("expected \"text\" or \"json\", got {f:?}"),
+            );
+            Format::Text
+        }),
+    };
+    let fields = match &raw.fields {
+        None => Field::DEFAULT.to_vec(),
+        Some(names) => {
+            let mut fields = Vec::new();
+            for name in names {
+                match Field::parse(name) {
+                    Some(f) if fields.contains(&f) => {
+                        p.add("access_log", "fields", format!("{name:?} is listed twice"));
+                    }
+                    Some(f) => fields.push(f),
+                    None => {
+                        let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+                        p.add(
+                            "access_log",
+                            "fields",
+                            format!("unknown field {name:?} (known: {})", known.join(", ")),
+                        );
+                    }
+                }
+            }
+            if names.is_empty() {
+                p.add("access_log", "fields", "list at least one field");
+            }
+            fields
+        }
+    };
+    let file = raw.file.as_ref().map(|f| base.join(f));
+    if let Some(path) = &file {
+        let folder = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if path.is_dir() {
+            p.add("access_log", "file", format!("{} is a folder", path.display()));
+        } else if !folder.is_dir() {
+            p.add(
+                "access_log",
+                "file",
+                format!("no folder {} to write it in", folder.display()),
+            );
+        }
+    }
+    AccessLog { format, fields, file }
+}
+
+/// `[admin]`: an address no public listener uses (the admin view is never served publicly).
+pub(super) fn admin(raw: &RawAdmin, listeners: &[Listener], p: &mut Problems) -> Option<Admin> {
+    let Ok(address) = raw.address.parse::<SocketAddr>() else {
+        p.add(
+            "admin",
+            "address",
+            format!("expected ip:port, got {:?}", raw.address),
+        );
+        return None;
+    };
+    // The same port on the same address, or on an address that takes every interface.
+    let clash = listeners.iter().position(|l| {
+        address.port() != 0
+            && l.address.port() == address.port()
+            && (l.address.ip() == address.ip()
+                || l.address.ip().is_unspecified()
+                || address.ip().is_unspecified())
+    });
+    if let Some(i) = clash {
+        p.add(
+            "admin",
+            "address",
+            format!(
+                "{address} is listener {}'s address; the admin view needs one of its own, never a public listener",
+                i + 1
+            ),
+        );
+        return None;
+    }
+    Some(Admin { address })
 }

@@ -383,3 +383,72 @@ fn raw_body_and_header_bindings_that_do_not_fit() {
     let wants: Vec<&str> = wants.iter().map(String::as_str).collect();
     refused(&scratch, &text, &wants);
 }
+
+#[test]
+fn drain_access_log_and_admin_keys_are_checked() {
+    let scratch = Scratch::new("check-operations");
+    let bad = format!(
+        "{}\n[access_log]\nformat = \"xml\"\nfields = [\"route\", \"nope\", \"route\"]\nfile = \"missing-folder/access.log\"\n\n[admin]\naddress = \"127.0.0.1:8080\"\n",
+        default_file().replacen("[gateway]\n", "[gateway]\ndrain = \"soon\"\n", 1)
+    );
+    refused(
+        &scratch,
+        &bad,
+        &[
+            "gateway: drain: expected a duration such as \"0s\", \"500ms\" or \"5s\", got \"soon\"",
+            "access_log: format: expected \"text\" or \"json\", got \"xml\"",
+            "access_log: fields: unknown field \"nope\" (known: route, method, path",
+            "access_log: fields: \"route\" is listed twice",
+            "access_log: file: no folder",
+            "admin: address: 127.0.0.1:8080 is listener 1's address",
+            "6 problems",
+        ],
+    );
+    let any_interface = default_file().replace("127.0.0.1:8080", "0.0.0.0:8080")
+        + "\n[admin]\naddress = \"127.0.0.1:8080\"\n";
+    refused(
+        &scratch,
+        &any_interface,
+        &["admin: address: 127.0.0.1:8080 is listener 1's address"],
+    );
+    let good = format!(
+        "{}\n[access_log]\nformat = \"json\"\nfields = [\"status\", \"trace_id\"]\nfile = \"access.log\"\n\n[admin]\naddress = \"127.0.0.1:9901\"\n",
+        default_file().replacen("[gateway]\n", "[gateway]\ndrain = \"0s\"\n", 1)
+    );
+    let (ok, out) = check(&scratch, &good);
+    assert!(ok, "{out}");
+    assert!(!scratch.join("access.log").exists(), "check creates no file");
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_a_missing_one_is_named_with_its_key() {
+    let scratch = Scratch::new("check-env");
+    let text = default_file().replace(
+        "consul = \"http://127.0.0.1:8500\"",
+        "consul = \"http://${SHOP_TEST_CONSUL_HOST:-127.0.0.1}:8500\"\nconsul_token = \"${SHOP_TEST_CONSUL_TOKEN}\"",
+    );
+    let path = scratch.join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    let run = |token: Option<&str>| {
+        let mut l = Launch::new(BIN, "check", scratch.path())
+            .arg("check")
+            .arg("--config")
+            .arg(path.to_str().unwrap());
+        if let Some(t) = token {
+            l = l.env("SHOP_TEST_CONSUL_TOKEN", t);
+        }
+        let (status, out, err) = l.run(None);
+        (status.success(), format!("{out}{err}"))
+    };
+    let (ok, out) = run(None);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("gateway: consul_token:") && out.contains("SHOP_TEST_CONSUL_TOKEN"),
+        "names the key and the variable:\n{out}"
+    );
+    let (ok, out) = run(Some("b7c1e6f0-0000-4000-8000-000000000001"));
+    assert!(ok, "{out}");
+    assert!(!out.contains("b7c1e6f0"), "the token is never printed:\n{out}");
+    let (ok, out) = run(Some("has space"));
+    assert!(!ok && out.contains("consul_token"), "{out}");
+}

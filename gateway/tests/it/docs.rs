@@ -148,6 +148,8 @@ fn the_key_reference_matches_the_schema() {
         ("Limit", "### `[limit.NAME]`"),
         ("Breaker", "### `[breaker.NAME]`"),
         ("Route", "### `[[route]]`"),
+        ("AccessLog", "### `[access_log]`"),
+        ("Admin", "### `[admin]`"),
     ];
     let section = |heading: &str| {
         let at = reference
