@@ -119,6 +119,9 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        if let Some(collector) = &config.otlp_traces {
+            shop_base::spans::init(collector.clone(), "gateway");
+        }
         let gateway = match Gateway::new(config) {
             Ok(g) => Arc::new(g),
             Err(e) => {

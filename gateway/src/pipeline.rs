@@ -61,6 +61,7 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let wall = std::time::SystemTime::now();
         let loaded = self.current();
         let request_id = request_id(req.headers());
         // This hop of the caller's trace (or a new trace): forwarded, returned and logged.
@@ -123,8 +124,35 @@ impl Gateway {
             trace_id: Some(&trace_id),
             peer,
         });
+        export_span(hop, &route, &method, reply.status().as_u16(), wall);
         reply
     }
+}
+
+/// The request's span, to the OTLP collector when one is configured.
+fn export_span(
+    hop: TraceContext,
+    route: &str,
+    method: &http::Method,
+    status: u16,
+    start: std::time::SystemTime,
+) {
+    if !shop_base::spans::enabled() {
+        return;
+    }
+    use shop_base::spans::{Attr, Span};
+    shop_base::spans::record(Span {
+        context: hop,
+        name: format!("{method} {route}"),
+        start,
+        end: std::time::SystemTime::now(),
+        attributes: vec![
+            ("http.request.method", Attr::Text(method.as_str().to_owned())),
+            ("http.route", Attr::Text(route.to_owned())),
+            ("http.response.status_code", Attr::Int(i64::from(status))),
+        ],
+        error: status >= 500,
+    });
 }
 
 impl Loaded {

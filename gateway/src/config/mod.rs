@@ -45,6 +45,8 @@ pub struct Config {
     /// `[gateway] consul_token`: the ACL token sent to Consul (`X-Consul-Token`); when the file
     /// sets none, `CONSUL_HTTP_TOKEN` from the environment.
     pub consul_token: Option<Secret>,
+    /// `[gateway] otlp_traces`: the OTLP/HTTP collector request spans go to (read at start).
+    pub otlp_traces: Option<shop_base::spans::Endpoint>,
     pub max_body_bytes: u64,
     /// Peers whose `X-Forwarded-For` is believed (for the client address of `ip` limits).
     pub trusted_proxies: Vec<Cidr>,
@@ -480,6 +482,7 @@ pub fn parse_with(
             fingerprint: crate::metrics::fingerprint(text.as_bytes()),
             consul: settings.consul,
             consul_token: settings.consul_token,
+            otlp_traces: settings.otlp_traces,
             max_body_bytes: settings.max_body_bytes,
             trusted_proxies: settings.trusted_proxies,
             header_timeout: settings.header_timeout,

@@ -35,6 +35,7 @@ pub(super) struct RawFile {
 pub(super) struct RawGateway {
     pub(super) consul: Option<String>,
     pub(super) consul_token: Option<String>,
+    pub(super) otlp_traces: Option<String>,
     pub(super) max_body_bytes: Option<u64>,
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) header_timeout: Option<String>,

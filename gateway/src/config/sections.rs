@@ -24,6 +24,7 @@ use crate::client::Cidr;
 pub(super) struct Settings {
     pub(super) consul: String,
     pub(super) consul_token: Option<Secret>,
+    pub(super) otlp_traces: Option<shop_base::spans::Endpoint>,
     pub(super) max_body_bytes: u64,
     pub(super) trusted_proxies: Vec<Cidr>,
     pub(super) header_timeout: Duration,
@@ -69,6 +70,12 @@ pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
         );
     }
     let consul_token = consul_token(raw, p);
+    let otlp_traces = match raw.otlp_traces.as_deref() {
+        None | Some("") => None,
+        Some(url) => shop_base::spans::Endpoint::parse(url)
+            .map_err(|e| p.add("gateway", "otlp_traces", e))
+            .ok(),
+    };
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         p.add("gateway", "max_body_bytes", "expected from 1024 to 16777216");
@@ -113,6 +120,7 @@ pub(super) fn gateway(raw: &RawGateway, p: &mut Problems) -> Settings {
     Settings {
         consul,
         consul_token,
+        otlp_traces,
         max_body_bytes,
         trusted_proxies,
         header_timeout,

@@ -75,9 +75,25 @@ impl Stack {
     /// listens on a port chosen before the order service starts, so that the simulated payment
     /// provider can report to it.
     pub fn start_with(name: &str, order_settings: &[&str]) -> Stack {
+        Stack::start_full(name, order_settings, None)
+    }
+
+    /// A stack whose gateway and services send their spans to the OTLP collector at `otlp`.
+    pub fn start_traced(name: &str, otlp: &str) -> Stack {
+        Stack::start_full(name, &[], Some(otlp))
+    }
+
+    fn start_full(name: &str, order_settings: &[&str], otlp: Option<&str>) -> Stack {
         let scratch = Scratch::new(name);
         let agent = ConsulAgent::start(scratch.path());
-        let user = service(&scratch, &agent, "user-service")
+        let service = |name: &str| {
+            let launch = service(&scratch, &agent, name);
+            match otlp {
+                Some(url) => launch.env("SHOP_TRACING_OTLP_TRACES", url),
+                None => launch,
+            }
+        };
+        let user = service("user-service")
             .env("SHOP_ADMIN_USER", "root")
             .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .start();
@@ -86,10 +102,10 @@ impl Stack {
             &scratch,
             "order-service",
         );
-        let product_launch = service(&scratch, &agent, "product-service");
+        let product_launch = service("product-service");
         let product = product_launch.start();
         let port = shop_testkit::free_port();
-        let mut order = service(&scratch, &agent, "order-service")
+        let mut order = service("order-service")
             .env("SHOP_PAYMENTS_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("SHOP_PAYMENTS_PROVIDER", "simulated")
             .arg("--set")
@@ -103,10 +119,13 @@ impl Stack {
         }
         let order_launch = order;
         let order = order_launch.start();
-        let text = relaxed(&default_config(&scratch, &agent)).replace(
+        let mut text = relaxed(&default_config(&scratch, &agent)).replace(
             "address = \"127.0.0.1:0\"",
             &format!("address = \"127.0.0.1:{port}\""),
         );
+        if let Some(url) = otlp {
+            text = text.replacen("[gateway]\n", &format!("[gateway]\notlp_traces = \"{url}\"\n"), 1);
+        }
         let gateway = start_gateway(&scratch, "gateway", &text);
         let stack = Stack {
             scratch,

@@ -5,11 +5,13 @@
 //! - [`request_id`]: the `x-request-id` header, what a client may send in it, and fresh ids;
 //! - [`stop`]: the future that completes on SIGTERM or SIGINT;
 //! - [`trace`]: W3C trace context (`traceparent`): read, continue, start;
+//! - [`spans`]: spans sent to an OTLP/HTTP collector when one is configured (off by default);
 //! - [`env_refs`]: `${NAME}` and `${NAME:-default}` in settings files, replaced from the
 //!   environment (pure; the caller passes the lookup).
 
 pub mod env_refs;
 pub mod logs;
 pub mod request_id;
+pub mod spans;
 pub mod stop;
 pub mod trace;

@@ -19,6 +19,8 @@ pub const HEADER: &str = "traceparent";
 pub struct TraceContext {
     trace_id: u128,
     span_id: u64,
+    /// The span this one continues (0: none known, a trace's first span).
+    parent_id: u64,
     flags: u8,
 }
 
@@ -42,6 +44,7 @@ impl TraceContext {
         let ctx = TraceContext {
             trace_id: u128::from_str_radix(trace, 16).ok()?,
             span_id: u64::from_str_radix(parent, 16).ok()?,
+            parent_id: 0,
             flags: u8::from_str_radix(flags, 16).ok()?,
         };
         (ctx.trace_id != 0 && ctx.span_id != 0).then_some(ctx)
@@ -54,6 +57,7 @@ impl TraceContext {
         TraceContext {
             trace_id: (hi << 64 | lo).max(1),
             span_id: next().max(1),
+            parent_id: 0,
             flags: 1,
         }
     }
@@ -62,6 +66,7 @@ impl TraceContext {
     pub fn child(&self) -> TraceContext {
         TraceContext {
             span_id: next().max(1),
+            parent_id: self.span_id,
             ..*self
         }
     }
@@ -77,6 +82,16 @@ impl TraceContext {
     /// The trace id as 32 hex digits, as logs show it.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)
+    }
+
+    /// This span's id as 16 hex digits.
+    pub fn span_id(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+
+    /// The id of the span this one continues, when there is one.
+    pub fn parent_id(&self) -> Option<String> {
+        (self.parent_id != 0).then(|| format!("{:016x}", self.parent_id))
     }
 }
 
@@ -102,8 +117,8 @@ pub async fn scope<F: std::future::Future>(ctx: TraceContext, work: F) -> F::Out
     CURRENT.scope(ctx, work).await
 }
 
-/// The hop of the call this task is serving, if it serves one: a call made from here sends
-/// `current().child()` as its `traceparent`.
+/// The hop of the call this task is serving, if it serves one: a call made from here sends it
+/// as its `traceparent`, so the callee's span is this span's child.
 pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(|c| *c).ok()
 }
@@ -139,6 +154,8 @@ mod tests {
         assert_eq!(incoming.to_string(), GOOD);
         let next = TraceContext::continue_from(Some(GOOD));
         assert_eq!(next.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(next.parent_id().as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!(TraceContext::start().parent_id(), None);
         assert_ne!(next.to_string(), GOOD, "a span of its own");
         assert!(next.to_string().ends_with("-01"));
         for bad in [

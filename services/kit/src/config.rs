@@ -407,6 +407,7 @@ macro_rules! settings_keys {
             "consul.advertise",
             "consul.check_interval",
             "log.level",
+            "tracing.otlp_traces",
             "auth.public_key",
             "auth.algorithm",
             "auth.issuer",
@@ -465,6 +466,9 @@ pub struct Common {
     pub check_interval: Duration,
     /// `log.level`: a tracing filter such as `info` or `info,product_service=debug`.
     pub log_level: String,
+    /// `tracing.otlp_traces`: an OTLP/HTTP collector (`http://host:4318/v1/traces`) that every
+    /// call's span is sent to; none: spans are not exported.
+    pub otlp_traces: Option<shop_base::spans::Endpoint>,
 }
 
 impl Common {
@@ -477,6 +481,7 @@ impl Common {
         "consul.advertise",
         "consul.check_interval",
         "log.level",
+        "tracing.otlp_traces",
     ];
 
     /// The defaults, with the service's own default port.
@@ -492,6 +497,7 @@ impl Common {
             // to be noise for the agent.
             check_interval: Duration::from_secs(5),
             log_level: "info".to_owned(),
+            otlp_traces: None,
         }
     }
 
@@ -506,6 +512,14 @@ impl Common {
             "consul.advertise" => self.advertise = Some(value.string()?).filter(|a| !a.is_empty()),
             "consul.check_interval" => self.check_interval = value.duration()?,
             "log.level" => self.log_level = value.string()?,
+            "tracing.otlp_traces" => {
+                let url = value.string()?;
+                self.otlp_traces = if url.is_empty() {
+                    None
+                } else {
+                    Some(shop_base::spans::Endpoint::parse(&url)?)
+                };
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response};
 use shop_base::trace::TraceContext;
@@ -276,6 +276,9 @@ where
     health.set_service_status(S::NAME, ServingStatus::Serving).await;
     let (reflection_v1, reflection_v1alpha) = reflection(who.descriptors, S::NAME)?;
     let addr = listener.local_addr()?;
+    if let Some(collector) = &who.common.otlp_traces {
+        shop_base::spans::init(collector.clone(), who.name);
+    }
     tracing::info!(%addr, service = S::NAME, "serving");
     announce_ready(who.name, addr);
     let registrar = register(who.common, who.name, S::NAME, addr, who.version)?;
@@ -352,6 +355,25 @@ fn call_done(method: &str, id: &HeaderValue, trace_id: &str, status: tonic::Code
     shop_base::logs::emit(line);
 }
 
+/// The call's span, to the OTLP collector when one is configured.
+fn export_span(hop: TraceContext, method: &str, start: SystemTime, grpc_status: i32, fault: bool) {
+    if !shop_base::spans::enabled() {
+        return;
+    }
+    use shop_base::spans::{Attr, Span};
+    shop_base::spans::record(Span {
+        context: hop,
+        name: method.trim_start_matches('/').to_owned(),
+        start,
+        end: SystemTime::now(),
+        attributes: vec![
+            ("rpc.system", Attr::Text("grpc".to_owned())),
+            ("rpc.grpc.status_code", Attr::Int(i64::from(grpc_status))),
+        ],
+        error: fault,
+    });
+}
+
 /// A tower layer for the tonic server: gives every call a span with its method, request id
 /// (taken from `x-request-id`, or generated and added to the request so handlers can forward
 /// it) and trace id (the call continues the caller's `traceparent`, or starts a trace, and the
@@ -411,6 +433,7 @@ where
             trace_id = %trace_id,
         );
         let started = Instant::now();
+        let wall = SystemTime::now();
         let future = span.in_scope(|| self.inner.call(req));
         Box::pin(
             async move {
@@ -427,10 +450,12 @@ where
                             .and_then(|s| s.parse::<i32>().ok())
                             .unwrap_or(0);
                         let status = tonic::Code::from_i32(code);
-                        if matches!(
+                        let fault = matches!(
                             status,
                             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
-                        ) {
+                        );
+                        export_span(hop, &method, wall, code, fault);
+                        if fault {
                             tracing::error!(grpc_status = ?status, elapsed_ms, "call failed");
                         } else {
                             call_done(&method, &id, &trace_id, status, elapsed_ms);

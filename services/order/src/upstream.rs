@@ -99,7 +99,7 @@ fn request<T>(msg: T, bearer: &str, request_id: &str, left: Duration) -> Request
     }
     // The call being served, if any, is this call's parent in the trace.
     if let Some(hop) = shop_base::trace::current()
-        && let Ok(v) = MetadataValue::try_from(hop.child().to_string())
+        && let Ok(v) = MetadataValue::try_from(hop.to_string())
     {
         req.metadata_mut().insert(shop_kit::serve::TRACEPARENT, v);
     }
