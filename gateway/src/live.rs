@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use shop_auth::revoked::Revocations;
 
@@ -210,12 +210,17 @@ impl Gateway {
                 let next = Loaded::build(config, Some(&old), &self.revocations, &self.metrics)
                     .map_err(ReloadError::Build)?;
                 // A route added with a new Consul upstream should serve from its first request:
-                // give the new watches a moment to hear from Consul before the swap.
-                let deadline = Instant::now() + FIRST_INSTANCES;
-                for u in next.new_upstreams_since(&old) {
-                    while u.balancer.instances().is_empty() && Instant::now() < deadline {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
+                // wait (this thread is a blocking one, inside the runtime) until the new watches
+                // have heard from Consul, for a moment at most, before the swap.
+                let new = next.new_upstreams_since(&old);
+                if !new.is_empty() {
+                    tokio::runtime::Handle::current().block_on(async {
+                        let deadline = tokio::time::Instant::now() + FIRST_INSTANCES;
+                        for u in new {
+                            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                            u.balancer.first_instances(left).await;
+                        }
+                    });
                 }
                 let done = Reloaded {
                     routes: next.config().routes.len(),

@@ -36,7 +36,7 @@ pub const REQUEST_ID: &str = shop_base::request_id::HEADER;
 /// The W3C trace context header, in and out (and to the service as metadata).
 pub const TRACEPARENT: &str = shop_base::trace::HEADER;
 /// The header a client sends to make `POST /api/orders` safe to retry.
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENCY_KEY: &str = shop_base::metadata::IDEMPOTENCY_KEY;
 
 /// What the access log, the counters and the response headers say about a request besides its
 /// status.

@@ -368,19 +368,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
         })
 }
 
-/// `<whole number><ms|s|m|h>`.
+/// `<whole number><ms|s|m|h|d>` (`shop_base::duration`, the reading every service uses).
 pub fn parse_duration(t: &str) -> Option<Duration> {
-    let t = t.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
+    shop_base::duration::parse(t).ok()
 }
 
 // ---- Loading -------------------------------------------------------------------------------

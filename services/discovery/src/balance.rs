@@ -159,6 +159,16 @@ impl<C> Balancer<C> {
         &self.service
     }
 
+    /// Waits until discovery has at least one instance, or `within` has passed; true when
+    /// there is one. For callers that want a new upstream to have heard from discovery before
+    /// they use it (the gateway's reload).
+    pub async fn first_instances(&self, within: std::time::Duration) -> bool {
+        let mut rx = self.endpoints.clone();
+        tokio::time::timeout(within, rx.wait_for(|set| !set.endpoints.is_empty()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// The instances as the balancer sees them now (after syncing with discovery).
     pub fn instances(&self) -> Vec<Arc<Instance<C>>> {
         self.synced().instances.clone()

@@ -122,23 +122,8 @@ impl Value {
     }
 }
 
-/// Parses `<whole number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let bad = || format!("expected a duration such as \"30s\", \"5m\" or \"24h\", got {text:?}");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs).ok_or_else(bad);
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => Err(bad()),
-    }
-}
+/// Parses `<whole number><unit>` with unit `ms`, `s`, `m`, `h` or `d` (`shop_base::duration`).
+pub use shop_base::duration::parse as parse_duration;
 
 /// A service's settings.
 pub trait Settings: Default {
@@ -864,14 +849,5 @@ mod tests {
         let shared: Vec<&str> = Common::KEYS.iter().chain(TokenCheck::KEYS).copied().collect();
         assert_eq!(&keys[..shared.len()], shared.as_slice());
         assert_eq!(keys[shared.len()..], ["own.key"]);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
     }
 }

@@ -125,7 +125,9 @@ impl OrderApi {
         }
         Ok(Caller {
             who,
-            bearer: text(req, "authorization").unwrap_or_default().to_owned(),
+            bearer: text(req, shop_base::metadata::AUTHORIZATION)
+                .unwrap_or_default()
+                .to_owned(),
             request_id: text(req, shop_kit::serve::REQUEST_ID).unwrap_or("-").to_owned(),
         })
     }
@@ -134,7 +136,7 @@ impl OrderApi {
 /// The `idempotency-key` metadata entry. A key that is not valid text is refused like any other
 /// bad key, never ignored.
 fn idempotency_key<T>(req: &Request<T>) -> Result<Option<IdempotencyKey>, Refusal> {
-    match req.metadata().get("idempotency-key") {
+    match req.metadata().get(shop_base::metadata::IDEMPOTENCY_KEY) {
         Some(v) => Ok(Some(IdempotencyKey::parse(v.to_str().unwrap_or("\u{0}"))?)),
         None => Ok(None),
     }

@@ -92,7 +92,7 @@ fn request<T>(msg: T, bearer: &str, request_id: &str, left: Duration) -> Request
     let mut req = Request::new(msg);
     req.set_timeout(left);
     if let Ok(v) = MetadataValue::try_from(bearer) {
-        req.metadata_mut().insert("authorization", v);
+        req.metadata_mut().insert(shop_base::metadata::AUTHORIZATION, v);
     }
     if let Ok(v) = MetadataValue::try_from(request_id) {
         req.metadata_mut().insert(shop_kit::serve::REQUEST_ID, v);

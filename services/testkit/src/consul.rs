@@ -9,9 +9,8 @@
 //! [`service_rules`]'s, the least a shop process needs.
 //!
 //! Std only, like the rest of the crate: [`http_get`] and [`http_put`] (over [`crate::http`]) and a
-//! small JSON reader ([`Json`]) cover what tests ask of Consul's HTTP API.
+//! JSON read with serde_json ([`parse`]) cover what tests ask of Consul's HTTP API.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -238,7 +237,8 @@ impl ConsulAgent {
         if status != 200 {
             return None;
         }
-        Json::parse(&body)?
+        serde_json::from_str::<Json>(&body)
+            .ok()?
             .as_str()
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
@@ -329,7 +329,7 @@ impl ConsulAgent {
         );
         let (status, body) = self.admin("PUT", "/v1/acl/token", Some(&token));
         assert_eq!(status, 200, "PUT /v1/acl/token {name}: {body}");
-        Json::parse(&body)
+        parse(&body)
             .as_ref()
             .and_then(|j| j.get("SecretID")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| panic!("PUT /v1/acl/token {name}: no SecretID in the answer"))
@@ -340,7 +340,7 @@ impl ConsulAgent {
     pub fn passing_ids(&self, service: &str) -> Vec<String> {
         let path = format!("/v1/health/service/{service}?passing");
         let body = self.get_ok(&path);
-        let json = Json::parse(&body).unwrap_or_else(|| panic!("GET {path}: not JSON: {body}"));
+        let json = parse(&body).unwrap_or_else(|| panic!("GET {path}: not JSON: {body}"));
         let mut ids = health_service_ids(&json);
         ids.sort();
         ids
@@ -349,9 +349,10 @@ impl ConsulAgent {
     /// IDs of the services registered with this agent (`GET /v1/agent/services`), sorted.
     pub fn agent_service_ids(&self) -> Vec<String> {
         let body = self.get_ok("/v1/agent/services");
-        Json::parse(&body)
+        parse(&body)
             .as_ref()
-            .and_then(Json::keys)
+            .and_then(Json::as_object)
+            .map(|o| o.keys().cloned().collect())
             .unwrap_or_else(|| panic!("GET /v1/agent/services: not a JSON object: {body}"))
     }
 
@@ -383,9 +384,9 @@ impl ConsulAgent {
         let path = format!("/v1/health/node/{}", self.node);
         crate::http::request(&self.addr(), "GET", &path, &headers, None)
             .filter(|r| r.status == 200)
-            .and_then(|r| Json::parse(&r.body))
+            .and_then(|r| parse(&r.body))
             .is_some_and(|checks| {
-                checks.as_array().unwrap_or_default().iter().any(|c| {
+                checks.as_array().into_iter().flatten().any(|c| {
                     c.get("CheckID").and_then(Json::as_str) == Some("serfHealth")
                         && c.get("Status").and_then(Json::as_str) == Some("passing")
                 })
@@ -486,21 +487,7 @@ fn random_uuid() -> String {
 
 /// `s` as a JSON string literal.
 fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::Value::from(s).to_string()
 }
 
 fn four_free_ports() -> [u16; 4] {
@@ -531,279 +518,29 @@ fn http_call(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option
     Some((r.status, r.body))
 }
 
+/// A JSON value, as Consul's answers are read in tests.
+pub use serde_json::Value as Json;
+
+/// A whole JSON document; `None` if it is not JSON.
+pub fn parse(text: &str) -> Option<Json> {
+    serde_json::from_str(text).ok()
+}
+
 /// `Service.ID` of each entry of a `/v1/health/service/<name>` answer (an array of
 /// `{"Node": .., "Service": {"ID": .., ..}, "Checks": [..]}`).
 fn health_service_ids(json: &Json) -> Vec<String> {
     json.as_array()
-        .unwrap_or_default()
-        .iter()
+        .into_iter()
+        .flatten()
         .filter_map(|entry| entry.get("Service")?.get("ID")?.as_str())
         .map(str::to_owned)
         .collect()
-}
-
-/// A parsed JSON value: just enough to read Consul's answers in tests. Numbers keep their text.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Number(String),
-    String(String),
-    Array(Vec<Json>),
-    Object(BTreeMap<String, Json>),
-}
-
-impl Json {
-    /// Parses a whole JSON document (surrounding whitespace allowed); `None` if it is not JSON.
-    pub fn parse(text: &str) -> Option<Json> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let value = p.value(0)?;
-        p.ws();
-        (p.i == p.s.len()).then_some(value)
-    }
-
-    /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Object(m) => m.get(key),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub fn as_array(&self) -> Option<&[Json]> {
-        match self {
-            Json::Array(a) => Some(a),
-            _ => None,
-        }
-    }
-
-    /// The keys of an object, sorted.
-    pub fn keys(&self) -> Option<Vec<String>> {
-        match self {
-            Json::Object(m) => Some(m.keys().cloned().collect()),
-            _ => None,
-        }
-    }
-}
-
-/// Deeper nesting than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 128;
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        self.ws();
-        if self.s.get(self.i) == Some(&b) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn literal(&mut self, word: &str, value: Json) -> Option<Json> {
-        let end = self.i + word.len();
-        (self.s.get(self.i..end)? == word.as_bytes()).then(|| {
-            self.i = end;
-            value
-        })
-    }
-
-    fn value(&mut self, depth: usize) -> Option<Json> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.ws();
-        match *self.s.get(self.i)? {
-            b'n' => self.literal("null", Json::Null),
-            b't' => self.literal("true", Json::Bool(true)),
-            b'f' => self.literal("false", Json::Bool(false)),
-            b'"' => self.string().map(Json::String),
-            b'[' => {
-                self.i += 1;
-                let mut items = Vec::new();
-                if self.eat(b']') {
-                    return Some(Json::Array(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    if self.eat(b']') {
-                        return Some(Json::Array(items));
-                    }
-                    if !self.eat(b',') {
-                        return None;
-                    }
-                }
-            }
-            b'{' => {
-                self.i += 1;
-                let mut members = BTreeMap::new();
-                if self.eat(b'}') {
-                    return Some(Json::Object(members));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    if !self.eat(b':') {
-                        return None;
-                    }
-                    members.insert(key, self.value(depth + 1)?);
-                    if self.eat(b'}') {
-                        return Some(Json::Object(members));
-                    }
-                    if !self.eat(b',') {
-                        return None;
-                    }
-                }
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|b| b.is_ascii_digit() || b"+-.eE".contains(b))
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-                text.parse::<f64>().ok()?;
-                Some(Json::Number(text.to_owned()))
-            }
-            _ => None,
-        }
-    }
-
-    /// A string starting at the current `"`, escapes decoded.
-    fn string(&mut self) -> Option<String> {
-        if self.s.get(self.i) != Some(&b'"') {
-            return None;
-        }
-        self.i += 1;
-        let mut out = Vec::new();
-        loop {
-            let b = *self.s.get(self.i)?;
-            self.i += 1;
-            match b {
-                b'"' => return String::from_utf8(out).ok(),
-                b'\\' => {
-                    let e = *self.s.get(self.i)?;
-                    self.i += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => self.unicode_escape()?,
-                        _ => return None,
-                    };
-                    let mut buf = [0; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                0..0x20 => return None,
-                _ => out.push(b),
-            }
-        }
-    }
-
-    /// The `XXXX` after `\u` (a surrogate pair takes two escapes).
-    fn unicode_escape(&mut self) -> Option<char> {
-        let first = self.hex4()?;
-        if (0xD800..0xDC00).contains(&first) {
-            if self.s.get(self.i..self.i + 2)? != b"\\u" {
-                return None;
-            }
-            self.i += 2;
-            let second = self.hex4()?;
-            if !(0xDC00..0xE000).contains(&second) {
-                return None;
-            }
-            char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))
-        } else {
-            char::from_u32(first)
-        }
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let digits = std::str::from_utf8(self.s.get(self.i..self.i + 4)?).ok()?;
-        let n = u32::from_str_radix(digits, 16).ok()?;
-        self.i += 4;
-        Some(n)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-
-    #[test]
-    fn parses_json() {
-        let j = Json::parse(
-            r#" {"a": [1, -2.5e3, true, false, null], "b": {"c": "d\"\\\/\n\u00e9\ud83d\ude00"}} "#,
-        )
-        .unwrap();
-        assert_eq!(
-            j.get("a").unwrap().as_array().unwrap(),
-            &[
-                Json::Number("1".to_owned()),
-                Json::Number("-2.5e3".to_owned()),
-                Json::Bool(true),
-                Json::Bool(false),
-                Json::Null
-            ]
-        );
-        assert_eq!(
-            j.get("b").unwrap().get("c").unwrap().as_str(),
-            Some("d\"\\/\n\u{e9}\u{1F600}")
-        );
-        assert_eq!(j.keys().unwrap(), ["a", "b"]);
-        assert_eq!(Json::parse("[]"), Some(Json::Array(Vec::new())));
-        assert_eq!(Json::parse("{}").unwrap().keys().unwrap(), Vec::<String>::new());
-        assert_eq!(Json::parse("\"\"").unwrap().as_str(), Some(""));
-        for bad in [
-            "",
-            "[",
-            "[1,]",
-            "{\"a\"}",
-            "{\"a\":1,}",
-            "{a:1}",
-            "tru",
-            "\"x",
-            "1 2",
-            "\"\\q\"",
-            "\"\\ud800\"",
-            "-",
-            "\"a\nb\"",
-            "No cluster leader",
-        ] {
-            assert_eq!(Json::parse(bad), None, "{bad:?} should not parse");
-        }
-        assert_eq!(Json::parse(&"[".repeat(1000)), None);
-    }
 
     #[test]
     fn reads_service_ids_from_a_health_answer() {
@@ -817,14 +554,8 @@ mod tests {
            "Service":{"Kind":"connect-proxy","ID":"t2-proxy","Service":"probe"},
            "Checks":[]}
         ]"#;
-        assert_eq!(
-            health_service_ids(&Json::parse(body).unwrap()),
-            ["t1", "t2-proxy"]
-        );
-        assert_eq!(
-            health_service_ids(&Json::parse("[]").unwrap()),
-            Vec::<String>::new()
-        );
+        assert_eq!(health_service_ids(&parse(body).unwrap()), ["t1", "t2-proxy"]);
+        assert_eq!(health_service_ids(&parse("[]").unwrap()), Vec::<String>::new());
     }
 
     #[test]
@@ -835,7 +566,7 @@ mod tests {
             "service \"a\" { policy = \"write\" }\nkey \"k\" {}",
             "tab\tback\\slash\u{1}é",
         ] {
-            assert_eq!(Json::parse(&json_string(s)).unwrap().as_str(), Some(s), "{s:?}");
+            assert_eq!(parse(&json_string(s)).unwrap().as_str(), Some(s), "{s:?}");
         }
         let id = random_uuid();
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
@@ -867,7 +598,15 @@ mod tests {
     #[test]
     fn reads_agent_service_ids() {
         let body = r#"{"t2":{"ID":"t2","Service":"probe"},"t1":{"ID":"t1","Service":"probe"}}"#;
-        assert_eq!(Json::parse(body).unwrap().keys().unwrap(), ["t1", "t2"]);
+        assert_eq!(
+            parse(body)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["t1", "t2"]
+        );
     }
 
     #[test]

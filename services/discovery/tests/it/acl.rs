@@ -14,7 +14,7 @@ use shop_discovery::consul::ConsulError;
 use shop_discovery::session::{self, LockConfig};
 use shop_discovery::{ConsulClient, Registrar, Registration, watch};
 use shop_testkit::Scratch;
-use shop_testkit::consul::{ConsulAgent, Json, service_rules};
+use shop_testkit::consul::{ConsulAgent, parse, service_rules};
 
 use crate::agent::{SOON, config, ids, until};
 use crate::lock::until_held;
@@ -73,7 +73,7 @@ fn register_as_master(agent: &ConsulAgent, id: &str, service: &str) {
 fn lock_session(agent: &ConsulAgent) -> Option<String> {
     let (status, body) = agent.admin("GET", &format!("/v1/kv/{KEY}"), None);
     assert_eq!(status, 200, "{body}");
-    Json::parse(&body)?
+    parse(&body)?
         .as_array()?
         .first()?
         .get("Session")?
