@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         };
     let result = match flags.rest.first().map(String::as_str) {
         None | Some("serve") => serve(config, &flags.rest),
-        Some("backup") => backup(&config, &flags.rest[1..]),
+        Some("backup") => shop_kit::db::backup::command(&config.db_path(), &flags.rest[1..], USAGE),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -67,14 +67,4 @@ fn serve(config: Config, rest: &[String]) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     })
-}
-
-/// `backup --to FILE [--force]`: an online copy of the database the service uses.
-fn backup(config: &Config, rest: &[String]) -> Result<(), String> {
-    use shop_kit::db::backup;
-    let args = backup::Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{USAGE}"))?;
-    let copied =
-        backup::backup(&config.db_path(), &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
-    println!("{copied}");
-    Ok(())
 }

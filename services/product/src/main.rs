@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         None | Some("serve") => serve(config, &flags),
         Some("seed") => run_seed(&config, &flags.rest[1..]),
         Some("audit") => audit(&config),
-        Some("backup") => backup(&config, &flags.rest[1..]),
+        Some("backup") => shop_kit::db::backup::command(&config.db_path(), &flags.rest[1..], USAGE)
+            .map(|()| ExitCode::SUCCESS),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -164,14 +165,4 @@ fn audit(config: &Config) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// `backup --to FILE [--force]`: an online copy of the database the service uses.
-fn backup(config: &Config, rest: &[String]) -> Result<ExitCode, String> {
-    use shop_kit::db::backup;
-    let args = backup::Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{USAGE}"))?;
-    let copied =
-        backup::backup(&config.db_path(), &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
-    println!("{copied}");
-    Ok(ExitCode::SUCCESS)
 }

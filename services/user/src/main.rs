@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Some("create-admin") => runtime.block_on(create_admin(config, &flags)),
         Some("issue-service-token") => issue_service_token(&config, &flags),
         Some("set-role") => set_role(&config, &flags),
-        Some("backup") => backup(&config, &flags.rest[1..]),
+        Some("backup") => shop_kit::db::backup::command(&config.db_path(), &flags.rest[1..], USAGE),
         Some(other) => Err(format!("unknown argument {other:?}\n\n{USAGE}")),
     };
     match result {
@@ -241,14 +241,4 @@ async fn create_admin(config: Config, flags: &Flags) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())
-}
-
-/// `backup --to FILE [--force]`: an online copy of the database the service uses.
-fn backup(config: &Config, rest: &[String]) -> Result<(), String> {
-    use shop_kit::db::backup;
-    let args = backup::Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{USAGE}"))?;
-    let copied =
-        backup::backup(&config.db_path(), &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
-    println!("{copied}");
-    Ok(())
 }

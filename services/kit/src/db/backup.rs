@@ -331,6 +331,15 @@ impl Drop for Partial {
     }
 }
 
+/// The `backup --to FILE [--force]` subcommand of a service binary: parses `rest`, copies `db`,
+/// prints what was copied. Errors are sentences for the terminal (`usage` follows a bad argument).
+pub fn command(db: &Path, rest: &[String], usage: &str) -> Result<(), String> {
+    let args = Args::parse(rest).map_err(|e| format!("backup: {e}\n\n{usage}"))?;
+    let copied = backup(db, &args.to, args.force).map_err(|e| format!("backup: {e}"))?;
+    println!("{copied}");
+    Ok(())
+}
+
 /// The arguments of a `backup` subcommand: `--to FILE [--force]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
