@@ -312,34 +312,44 @@ pub fn check_query(q: &str) -> Result<Option<Query>, Error> {
     Query::parse(q)
 }
 
-/// Checks reservation lines: 1 to [`BATCH_MAX`] lines, distinct products, positive quantities.
-pub fn check_lines(lines: &[Line]) -> Result<(), Error> {
-    if lines.is_empty() || lines.len() > BATCH_MAX {
-        return Err(Error::invalid(
-            "items",
-            format!("must have 1 to {BATCH_MAX} lines, got {}", lines.len()),
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for l in lines {
-        check_id("product_id", l.product_id)?;
-        if !(1..=QUANTITY_MAX).contains(&l.quantity) {
-            return Err(Error::invalid(
-                "quantity",
-                format!(
-                    "must be from 1 to {QUANTITY_MAX} (product {}), got {}",
-                    l.product_id, l.quantity
-                ),
-            ));
-        }
-        if !seen.insert(l.product_id) {
+/// Reservation lines, checked: 1 to [`BATCH_MAX`] lines, distinct positive product ids,
+/// quantities 1 to [`QUANTITY_MAX`]. Only [`Lines::parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lines(Vec<Line>);
+
+impl Lines {
+    pub fn parse(lines: Vec<Line>) -> Result<Lines, Error> {
+        if lines.is_empty() || lines.len() > BATCH_MAX {
             return Err(Error::invalid(
                 "items",
-                format!("product {} appears twice", l.product_id),
+                format!("must have 1 to {BATCH_MAX} lines, got {}", lines.len()),
             ));
         }
+        let mut seen = std::collections::HashSet::new();
+        for l in &lines {
+            check_id("product_id", l.product_id)?;
+            if !(1..=QUANTITY_MAX).contains(&l.quantity) {
+                return Err(Error::invalid(
+                    "quantity",
+                    format!(
+                        "must be from 1 to {QUANTITY_MAX} (product {}), got {}",
+                        l.product_id, l.quantity
+                    ),
+                ));
+            }
+            if !seen.insert(l.product_id) {
+                return Err(Error::invalid(
+                    "items",
+                    format!("product {} appears twice", l.product_id),
+                ));
+            }
+        }
+        Ok(Lines(lines))
     }
-    Ok(())
+
+    pub fn as_slice(&self) -> &[Line] {
+        &self.0
+    }
 }
 
 #[cfg(test)]
@@ -507,10 +517,10 @@ mod tests {
     #[test]
     fn reservation_lines() {
         let l = |product_id, quantity| Line { product_id, quantity };
-        assert!(check_lines(&[l(1, 1), l(2, 5)]).is_ok());
-        assert_eq!(field(check_lines(&[]).unwrap_err()), "items");
-        assert_eq!(field(check_lines(&[l(1, 1), l(1, 2)]).unwrap_err()), "items");
-        assert_eq!(field(check_lines(&[l(1, 0)]).unwrap_err()), "quantity");
-        assert_eq!(field(check_lines(&[l(0, 1)]).unwrap_err()), "product_id");
+        assert!(Lines::parse(vec![l(1, 1), l(2, 5)]).is_ok());
+        assert_eq!(field(Lines::parse(vec![]).unwrap_err()), "items");
+        assert_eq!(field(Lines::parse(vec![l(1, 1), l(1, 2)]).unwrap_err()), "items");
+        assert_eq!(field(Lines::parse(vec![l(1, 0)]).unwrap_err()), "quantity");
+        assert_eq!(field(Lines::parse(vec![l(0, 1)]).unwrap_err()), "product_id");
     }
 }

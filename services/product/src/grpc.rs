@@ -219,15 +219,15 @@ impl pb::product_service_server::ProductService for ProductApi {
         self.inventory_caller(&req)?;
         let r = req.into_inner();
         let order_id = domain::check_id("order_id", r.order_id)?;
-        let lines: Vec<Line> = r
-            .items
-            .iter()
-            .map(|l| Line {
-                product_id: l.product_id,
-                quantity: l.quantity,
-            })
-            .collect();
-        domain::check_lines(&lines)?;
+        let lines = domain::Lines::parse(
+            r.items
+                .iter()
+                .map(|l| Line {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                })
+                .collect(),
+        )?;
         let reserved = self
             .db
             .write(move |c| store::reserve(c, order_id, &lines, now_millis()))

@@ -14,7 +14,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use shop_kit::db::Migration;
 
-use crate::domain::{Changes, Line, NewProduct, Product};
+use crate::domain::{Changes, Line, Lines, NewProduct, Product};
 use crate::error::Error;
 
 /// The schema, step by step. Never edit a released step; add the next one.
@@ -266,7 +266,8 @@ fn reservation_lines(conn: &Connection, order_id: i64) -> Result<Vec<Line>, Erro
 
 /// Takes the units of a whole order out of stock, or nothing. Idempotent per order id: a repeat
 /// with the same lines answers the first result and takes nothing more.
-pub fn reserve(conn: &Connection, order_id: i64, lines: &[Line], now: i64) -> Result<Reserved, Error> {
+pub fn reserve(conn: &Connection, order_id: i64, lines: &Lines, now: i64) -> Result<Reserved, Error> {
+    let lines = lines.as_slice();
     let mut asked = lines.to_vec();
     asked.sort_by_key(|l| l.product_id);
     match reservation_state(conn, order_id)?.as_deref() {
