@@ -79,6 +79,10 @@ stack-test:
 compose-check:
     bash examples/compose/check.sh
 
+# docker-compose.yml for real, with podman (installed when missing): local base images, every image from the host's debug binaries, the stack up on 127.0.0.1 (:8080, :8500), every health check, the seed's curls, the REST walkthrough, both product replicas, a restart, then down with everything it made removed. Skips with a message where podman cannot run.
+compose-test:
+    bash examples/compose/test.sh
+
 # Checks `just up`'s arguments before it starts anything.
 [private]
 _scale *args:
