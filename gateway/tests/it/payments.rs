@@ -372,3 +372,34 @@ fn money_that_cannot_pay_the_order_is_refunded() {
     s.report(&right, WEBHOOK_SECRET, now).expect(200);
     assert_eq!(status(late).0, "paid");
 }
+
+#[test]
+fn a_shop_without_a_provider_takes_no_payments_and_refuses_every_report() {
+    let s = Stack::start_with(
+        "pay-none",
+        &["payments.provider=none", "payments.webhook_secret="],
+    );
+    let admin = s.admin();
+    let (_, alice_t) = s.customer("alice");
+    let lamp = s.product(&admin, "Lamp", 100, 5);
+    let order = s.order(&alice_t, lamp, 1);
+    s.call(
+        "POST",
+        &format!("/api/orders/{order}/payments"),
+        Some(&alice_t),
+        Some("{}"),
+    )
+    .refused(409, "FAILED_PRECONDITION", "takes no payments");
+    // Without a secret nothing can be signed well enough: even a report signed with the test
+    // secret is refused.
+    s.report(
+        &report_body("sim_anything", "succeeded"),
+        WEBHOOK_SECRET,
+        unix_now(),
+    )
+    .refused(401, "UNAUTHENTICATED", "signature");
+    let o = s
+        .call("GET", &format!("/api/orders/{order}"), Some(&alice_t), None)
+        .expect(200);
+    assert_eq!(o.json["status"], "pending");
+}
