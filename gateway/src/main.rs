@@ -129,9 +129,16 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let bound = match shop_gateway::server::bind(gateway.current().config()).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let watcher = tokio::spawn(shop_gateway::reload::watch(Arc::clone(&gateway)));
         let feed = tokio::spawn(shop_gateway::revocations::follow(Arc::clone(&gateway)));
-        let served = shop_gateway::server::serve(gateway, shop_base::stop::signal()).await;
+        let served = shop_gateway::server::serve(gateway, bound, shop_base::stop::signal()).await;
         watcher.abort();
         feed.abort();
         match served {

@@ -42,7 +42,7 @@ pub enum ServeError {
 /// Who a socket serves: the public API (a `[[listener]]`, as configured when it opened) or the
 /// read-only admin view (`[admin]`).
 #[derive(Clone)]
-enum Serves {
+pub(crate) enum Serves {
     Public(Arc<Listener>),
     Admin,
 }
@@ -53,17 +53,49 @@ const ADMIN_CONNECTIONS: usize = 64;
 /// How long the stop waits for the access log file to take its last lines.
 const LOG_FLUSH: Duration = Duration::from_secs(2);
 
-/// Binds every listener and the admin listener (all or none), prints `gateway ready on <addr>`
-/// for each listener (and `gateway admin on <addr>`), and serves until `stop` completes; then
+/// The sockets a gateway serves: its listeners and its admin listener, bound (see [`bind`]).
+pub struct Bound(Vec<(TcpListener, SocketAddr, Serves)>);
+
+impl Bound {
+    /// The addresses bound, in the file's order (the admin listener last), port 0 resolved.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.0.iter().map(|(_, a, _)| *a).collect()
+    }
+}
+
+/// Binds every listener and the admin listener of `config`: all or none. Separate from
+/// [`serve`], as every service's `run` takes its listener, so that a caller (a test, a socket
+/// handed over by a supervisor) can bind first and learn the ports.
+pub async fn bind(config: &crate::config::Config) -> Result<Bound, ServeError> {
+    let public = config
+        .listeners
+        .iter()
+        .map(|l| (l.address, Serves::Public(Arc::new(l.clone()))));
+    let admin = config.admin.map(|a| (a.address, Serves::Admin));
+    let mut bound = Vec::new();
+    for (addr, serves) in public.chain(admin) {
+        let error = |source| ServeError::Bind { addr, source };
+        let socket = TcpListener::bind(addr).await.map_err(error)?;
+        let local = socket.local_addr().map_err(error)?;
+        bound.push((socket, local, serves));
+    }
+    Ok(Bound(bound))
+}
+
+/// Serves the `bound` sockets, printing `gateway ready on <addr>` for each listener (and
+/// `gateway admin on <addr>`), until `stop` completes; then
 /// `/ready` answers 503 for the drain window (`gateway.drain`) while everything else is served
 /// as before, and then the listeners close and requests in flight finish. Returns after that.
 ///
 /// The addresses, TLS on or off, and the connection limits are read once, here; a reload
 /// changes what a request meets (routes, policies, CORS, the certificate), not the sockets.
-pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    bound: Bound,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let loaded = gateway.current();
     let config = loaded.config();
-    let bound = bind(config).await?;
     let builder = Arc::new(builder(config.max_header_bytes));
     let clock = Clock {
         header_timeout: config.header_timeout,
@@ -73,7 +105,7 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
     // Every connection task holds a sender; the drain is over when the last one is dropped.
     let (alive, mut all_gone) = mpsc::channel::<()>(1);
     let mut accepting = Vec::new();
-    for (socket, local, serves) in bound {
+    for (socket, local, serves) in bound.0 {
         let slots = match &serves {
             Serves::Public(listener) => {
                 let scheme = if listener.tls.is_some() { "https" } else { "http" };
@@ -118,23 +150,6 @@ pub async fn serve(gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Res
     }
     gateway.current().access().flush(LOG_FLUSH).await;
     Ok(())
-}
-
-/// The configured listeners, then the admin listener when there is one: all or none.
-async fn bind(config: &crate::config::Config) -> Result<Vec<(TcpListener, SocketAddr, Serves)>, ServeError> {
-    let public = config
-        .listeners
-        .iter()
-        .map(|l| (l.address, Serves::Public(Arc::new(l.clone()))));
-    let admin = config.admin.map(|a| (a.address, Serves::Admin));
-    let mut bound = Vec::new();
-    for (addr, serves) in public.chain(admin) {
-        let error = |source| ServeError::Bind { addr, source };
-        let socket = TcpListener::bind(addr).await.map_err(error)?;
-        let local = socket.local_addr().map_err(error)?;
-        bound.push((socket, local, serves));
-    }
-    Ok(bound)
 }
 
 /// After a stop is asked for: `/ready` answers 503 for `gateway.drain` (as the file says now),
