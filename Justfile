@@ -28,7 +28,7 @@ test:
     set -euo pipefail
     # The discovery tests start their own Consul dev agents; a missing Consul fails them, so
     # install it first (instant when present) and tell the tests where it is.
-    SHOP_CONSUL_BIN="$(services/discovery/scripts/get-consul)"
+    SHOP_CONSUL_BIN="$(services/lib/discovery/scripts/get-consul)"
     export SHOP_CONSUL_BIN
     # The gateway's OpenAPI test checks its document with openapi-spec-validator (from PyPI, into
     # .tools/openapi-venv/): the same, for the validator.
@@ -36,7 +36,7 @@ test:
     export SHOP_OPENAPI_VALIDATOR
     # The reflection test checks the services with grpcio, a gRPC client other than tonic's
     # (from PyPI, into .tools/grpc-venv/): the same, for its Python.
-    SHOP_GRPC_PYTHON="$(services/kit/scripts/get-grpcio)"
+    SHOP_GRPC_PYTHON="$(services/lib/kit/scripts/get-grpcio)"
     export SHOP_GRPC_PYTHON
     cargo test --workspace --locked
     just stack-test
@@ -260,7 +260,7 @@ backup data_dir=(run_dir / "data"):
 consul-install:
     #!/usr/bin/env bash
     set -euo pipefail
-    consul_bin="$(services/discovery/scripts/get-consul)"
+    consul_bin="$(services/lib/discovery/scripts/get-consul)"
     echo "consul: $consul_bin ($("$consul_bin" version | head -1))"
 
 # Start a Consul dev agent on 127.0.0.1:8500 in the background (in-memory; `just down` stops it).
@@ -276,7 +276,7 @@ consul:
     elif [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         echo "consul is already starting (pid $(cat "$pidfile"))"
     else
-        consul_bin="$(services/discovery/scripts/get-consul)"
+        consul_bin="$(services/lib/discovery/scripts/get-consul)"
         # -dev: a single server with in-memory data, so every start begins empty.
         nohup "$consul_bin" agent -dev -node=shop-dev -bind=127.0.0.1 -client=127.0.0.1 \
             -http-port=8500 -dns-port=-1 -grpc-port=-1 -log-level=info >> "$log" 2>&1 &

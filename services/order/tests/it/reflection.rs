@@ -1,6 +1,6 @@
 //! gRPC reflection as a client other than tonic's sees it: grpcio's (Python) lists what each of
 //! the three services advertises, over v1alpha and v1, and describes its methods
-//! (`services/kit/scripts/reflect.py`). Each service must offer exactly its own service, health
+//! (`services/lib/kit/scripts/reflect.py`). Each service must offer exactly its own service, health
 //! and reflection, and know nothing of the other two.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use shop_proto::names::{ORDER_SERVICE, PRODUCT_SERVICE, USER_SERVICE};
 
 use crate::support::Stack;
 
-const INSTALL_HINT: &str = "run `services/kit/scripts/get-grpcio` (`just test` does) and point \
+const INSTALL_HINT: &str = "run `services/lib/kit/scripts/get-grpcio` (`just test` does) and point \
      SHOP_GRPC_PYTHON at the python it prints";
 
 fn repo_root() -> PathBuf {
@@ -42,7 +42,7 @@ fn grpc_python() -> PathBuf {
 fn reflect(python: &Path, addr: std::net::SocketAddr, own: &str, absent: &[&str]) -> String {
     let mut command = Command::new(python);
     command
-        .arg(repo_root().join("services/kit/scripts/reflect.py"))
+        .arg(repo_root().join("services/lib/kit/scripts/reflect.py"))
         .arg(addr.to_string())
         .arg(own);
     for name in absent {

@@ -9,7 +9,7 @@ checked twice: by hand and through grpcio-reflection's own client (ProtoReflecti
 
 usage: reflect.py ADDRESS SERVICE [--absent NAME]...
 exit:  0 when all of that holds; 1 with the reasons when not; 2 when grpcio is missing.
-Needs grpcio and grpcio-reflection (services/kit/scripts/get-grpcio installs them).
+Needs grpcio and grpcio-reflection (services/lib/kit/scripts/get-grpcio installs them).
 """
 
 import sys
@@ -24,7 +24,7 @@ try:
 except ImportError as missing:
     print(
         f"reflect.py: {missing}; this needs a Python with grpcio and grpcio-reflection: "
-        "run services/kit/scripts/get-grpcio and use the python it prints",
+        "run services/lib/kit/scripts/get-grpcio and use the python it prints",
         file=sys.stderr,
     )
     sys.exit(2)

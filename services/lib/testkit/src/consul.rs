@@ -22,12 +22,12 @@ use crate::{STOP_TIMEOUT, free_port};
 pub const CONSUL_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to run to get Consul, for panic messages.
-const INSTALL_HINT: &str = "run `services/discovery/scripts/get-consul` (or `just consul-install`) \
+const INSTALL_HINT: &str = "run `services/lib/discovery/scripts/get-consul` (or `just consul-install`) \
      to install it into .tools/consul/, or install Consul 1.8+ yourself and put `consul` on PATH \
      (or point SHOP_CONSUL_BIN at it)";
 
 /// The `consul` binary for tests: `SHOP_CONSUL_BIN` if set, else `consul` on PATH, else the copy
-/// `services/discovery/scripts/get-consul` installs in `<repo>/.tools/consul/`. Panics when there
+/// `services/lib/discovery/scripts/get-consul` installs in `<repo>/.tools/consul/`. Panics when there
 /// is none, so a missing Consul fails the test instead of skipping it.
 pub fn consul_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SHOP_CONSUL_BIN").filter(|p| !p.is_empty()) {
@@ -59,7 +59,7 @@ pub fn consul_binary() -> PathBuf {
 }
 
 fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
     root.canonicalize().unwrap_or(root)
 }
 
