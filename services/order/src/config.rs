@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shop_discovery::Policy;
-use shop_kit::config::{Common, Settings, TokenCheck, Value};
+use shop_kit::config::{Common, Invalid, Settings, TokenCheck, Value};
 
 /// Default gRPC port, kept from the seed project.
 pub const DEFAULT_PORT: u16 = 5002;
@@ -187,10 +187,10 @@ impl Settings for Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         self.common.validate()?;
         self.tokens.validate()?;
-        let fail = |k: &str, p: &str| Err((k.to_owned(), p.to_owned()));
+        let fail = |k: &str, p: &str| Err(Invalid::new(k, p));
         if self.common.consul.is_empty() && self.user_addrs.is_empty() {
             return fail(
                 "upstream.user_addrs",
@@ -243,10 +243,10 @@ mod tests {
         assert_eq!(c.provider, ProviderKind::None);
         c.set("payments.provider", &Value::Text("simulated".into()))
             .unwrap();
-        assert_eq!(c.validate().unwrap_err().0, "payments.webhook_secret");
+        assert_eq!(c.validate().unwrap_err().key, "payments.webhook_secret");
         c.set("payments.webhook_secret", &Value::Text("short".into()))
             .unwrap();
-        assert_eq!(c.validate().unwrap_err().0, "payments.webhook_secret");
+        assert_eq!(c.validate().unwrap_err().key, "payments.webhook_secret");
         c.set("payments.webhook_secret", &Value::Text("k".repeat(32)))
             .unwrap();
         assert!(c.validate().is_ok());
@@ -271,7 +271,7 @@ mod tests {
         let mut c = Config::default();
         assert!(c.validate().is_ok());
         c.common.consul.clear();
-        assert_eq!(c.validate().unwrap_err().0, "upstream.user_addrs");
+        assert_eq!(c.validate().unwrap_err().key, "upstream.user_addrs");
         c.set(
             "upstream.user_addrs",
             &Value::Text("127.0.0.1:5001, 127.0.0.1:5011".into()),

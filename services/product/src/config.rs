@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use shop_kit::config::{Common, Settings, TokenCheck, Value};
+use shop_kit::config::{Common, Invalid, Settings, TokenCheck, Value};
 
 /// Default gRPC port, kept from the seed project.
 pub const DEFAULT_PORT: u16 = 5003;
@@ -39,7 +39,7 @@ impl Settings for Config {
         Err(format!("no such key {key}"))
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         self.common.validate()?;
         self.tokens.validate()
     }

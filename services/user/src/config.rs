@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shop_kit::config::{Common, Settings, TokenCheck, Value};
+use shop_kit::config::{Common, Invalid, Settings, TokenCheck, Value};
 
 /// Default gRPC port, kept from the seed project.
 pub const DEFAULT_PORT: u16 = 5001;
@@ -63,14 +63,11 @@ impl Settings for Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         self.common.validate()?;
         self.tokens.validate()?;
         if self.token_ttl < Duration::from_secs(60) || self.token_ttl > Duration::from_secs(7 * 86_400) {
-            return Err((
-                "auth.token_ttl".to_owned(),
-                "expected between 1m and 7d".to_owned(),
-            ));
+            return Err(Invalid::new("auth.token_ttl", "expected between 1m and 7d"));
         }
         Ok(())
     }

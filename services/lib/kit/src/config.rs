@@ -133,10 +133,27 @@ pub trait Settings: Default {
     /// Applies one value; the key is always one of [`Settings::KEYS`]. Returns the problem.
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String>;
 
-    /// Checks that need several keys, or that defaults alone cannot satisfy. Returns the key at
-    /// fault and the problem.
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks that need several keys, or that defaults alone cannot satisfy: the key at fault
+    /// and the problem.
+    fn validate(&self) -> Result<(), Invalid> {
         Ok(())
+    }
+}
+
+/// What a whole-settings check found wrong: the key at fault (whose source the error then
+/// names) and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(key: &str, problem: impl Into<String>) -> Invalid {
+        Invalid {
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -248,17 +265,19 @@ pub fn load<S: Settings>(flags: &Flags, env: impl Fn(&str) -> Option<String>) ->
         apply(&mut settings, origin.clone(), key, &Value::Text(value.clone()))?;
         origins.push((key.as_str(), origin));
     }
-    settings.validate().map_err(|(key, problem)| ConfigError {
-        origin: origins
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, o)| o.clone())
-            .or_else(|| file.map(Origin::File))
-            .unwrap_or(Origin::Default),
-        key,
-        problem,
-    })?;
+    settings
+        .validate()
+        .map_err(|Invalid { key, problem }| ConfigError {
+            origin: origins
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, o)| o.clone())
+                .or_else(|| file.map(Origin::File))
+                .unwrap_or(Origin::Default),
+            key,
+            problem,
+        })?;
     Ok(settings)
 }
 
@@ -510,28 +529,28 @@ impl Common {
         Ok(true)
     }
 
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
-            return Err((
-                "server.host".to_owned(),
-                "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned(),
+            return Err(Invalid::new(
+                "server.host",
+                "expected an IP address such as 127.0.0.1 or 0.0.0.0",
             ));
         }
         if !self.consul.is_empty() && !self.consul.starts_with("http://") {
-            return Err((
-                "consul.addr".to_owned(),
-                "expected http://host:port, or an empty string to run without Consul".to_owned(),
+            return Err(Invalid::new(
+                "consul.addr",
+                "expected http://host:port, or an empty string to run without Consul",
             ));
         }
         if let Some(a) = &self.advertise
             && a.parse::<std::net::IpAddr>().is_err()
         {
-            return Err(("consul.advertise".to_owned(), "expected an IP address".to_owned()));
+            return Err(Invalid::new("consul.advertise", "expected an IP address"));
         }
         if self.check_interval < Duration::from_secs(1) || self.check_interval > Duration::from_secs(60) {
-            return Err((
-                "consul.check_interval".to_owned(),
-                "expected between 1s and 60s".to_owned(),
+            return Err(Invalid::new(
+                "consul.check_interval",
+                "expected between 1s and 60s",
             ));
         }
         Ok(())
@@ -595,8 +614,8 @@ impl TokenCheck {
         Ok(true)
     }
 
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let fail = |key: &str, problem: &str| Err((key.to_owned(), problem.to_owned()));
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let fail = |key: &str, problem: &str| Err(Invalid::new(key, problem));
         if self.algorithm != shop_auth::ALGORITHM {
             return fail("auth.algorithm", "only \"EdDSA\" is supported");
         }
@@ -655,9 +674,9 @@ mod tests {
             }
             Ok(())
         }
-        fn validate(&self) -> Result<(), (String, String)> {
+        fn validate(&self) -> Result<(), Invalid> {
             if self.ttl.is_zero() {
-                return Err(("auth.token_ttl".to_owned(), "must be more than 0".to_owned()));
+                return Err(Invalid::new("auth.token_ttl", "must be more than 0"));
             }
             Ok(())
         }
