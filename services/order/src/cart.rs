@@ -148,7 +148,7 @@ impl Orders {
         }
         let req = NewOrderRequest {
             user_id: 0,
-            lines: Lines::parse(lines)?,
+            lines: Lines::parse(lines, shop_kit::lines::ORDER).map_err(Refusal::from)?,
             address,
             key,
             from_cart: true,

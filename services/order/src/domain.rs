@@ -2,11 +2,12 @@
 //! make them, and what each status asks of the product service), the validated parts of a new
 //! order, and exact integer pricing. Pure: no I/O, no gRPC; refusals are [`Refusal`]s.
 
-use std::collections::HashSet;
 use std::fmt;
 
-pub const MAX_LINES: usize = 50;
-pub const MAX_QUANTITY: i64 = 999;
+pub use shop_kit::lines::{Line, Lines};
+
+pub const MAX_LINES: usize = shop_kit::lines::ORDER.lines;
+pub const MAX_QUANTITY: i64 = shop_kit::lines::ORDER.quantity;
 pub const ADDRESS_MAX: usize = 500;
 /// Long enough for a UUID or any client's scheme; what the gateway also accepts.
 pub const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -43,6 +44,15 @@ impl Refusal {
         Refusal::Invalid {
             field,
             problem: problem.into(),
+        }
+    }
+}
+
+impl From<shop_kit::lines::Invalid> for Refusal {
+    fn from(e: shop_kit::lines::Invalid) -> Refusal {
+        Refusal::Invalid {
+            field: e.field,
+            problem: e.problem,
         }
     }
 }
@@ -172,62 +182,6 @@ pub fn check_move(id: i64, from: OrderStatus, to: OrderStatus, admin: bool) -> R
         return Err(Refusal::PayByPayment(id));
     }
     Err(Refusal::AdminOnly(to))
-}
-
-/// A line as the client asked for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Line {
-    pub product_id: i64,
-    pub quantity: i64,
-}
-
-/// The lines of a new order, checked: 1 to [`MAX_LINES`] lines, positive product ids, each
-/// product once, quantities 1 to [`MAX_QUANTITY`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lines(Vec<Line>);
-
-impl Lines {
-    pub fn parse(lines: Vec<Line>) -> Result<Lines, Refusal> {
-        if lines.is_empty() || lines.len() > MAX_LINES {
-            return Err(Refusal::invalid(
-                "items",
-                format!("must have 1 to {MAX_LINES} lines, got {}", lines.len()),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for l in &lines {
-            if l.product_id <= 0 {
-                return Err(Refusal::invalid(
-                    "product_id",
-                    format!("must be a positive id, got {}", l.product_id),
-                ));
-            }
-            if !(1..=MAX_QUANTITY).contains(&l.quantity) {
-                return Err(Refusal::invalid(
-                    "quantity",
-                    format!(
-                        "must be from 1 to {MAX_QUANTITY} (product {}), got {}",
-                        l.product_id, l.quantity
-                    ),
-                ));
-            }
-            if !seen.insert(l.product_id) {
-                return Err(Refusal::invalid(
-                    "items",
-                    format!("product {} appears twice", l.product_id),
-                ));
-            }
-        }
-        Ok(Lines(lines))
-    }
-
-    pub fn as_slice(&self) -> &[Line] {
-        &self.0
-    }
-
-    pub fn product_ids(&self) -> Vec<i64> {
-        self.0.iter().map(|l| l.product_id).collect()
-    }
 }
 
 /// A shipping address: trimmed, 1 to [`ADDRESS_MAX`] characters, line breaks allowed, no other
@@ -417,9 +371,9 @@ pub struct Offer {
 /// Prices the lines with the shop's prices: exact integer arithmetic, overflow refused. An
 /// unknown or deleted product is named.
 pub fn price(lines: &Lines, offers: &[Offer]) -> Result<(Vec<PricedLine>, i64), Refusal> {
-    let mut priced = Vec::with_capacity(lines.0.len());
+    let mut priced = Vec::with_capacity(lines.as_slice().len());
     let mut total: i64 = 0;
-    for l in &lines.0 {
+    for l in lines.as_slice() {
         let offer = offers
             .iter()
             .find(|o| o.product_id == l.product_id && o.available)
@@ -441,7 +395,7 @@ pub fn price(lines: &Lines, offers: &[Offer]) -> Result<(Vec<PricedLine>, i64), 
 /// What makes two create requests "the same order" for an idempotency key: owner, lines in any
 /// order, and address.
 pub fn fingerprint(user_id: i64, lines: &Lines, address: &Address) -> String {
-    let mut sorted = lines.0.clone();
+    let mut sorted = lines.as_slice().to_vec();
     sorted.sort();
     let lines: Vec<String> = sorted
         .iter()
@@ -461,7 +415,9 @@ mod tests {
                 .iter()
                 .map(|&(product_id, quantity)| Line { product_id, quantity })
                 .collect(),
+            shop_kit::lines::ORDER,
         )
+        .map_err(Refusal::from)
     }
 
     #[test]

@@ -155,7 +155,7 @@ fn new_order(req: Request<pb::CreateOrderRequest>) -> Result<NewOrderRequest, Re
         .collect();
     Ok(NewOrderRequest {
         user_id: r.user_id,
-        lines: Lines::parse(lines)?,
+        lines: Lines::parse(lines, shop_kit::lines::ORDER).map_err(Refusal::from)?,
         address: Address::parse(&r.shipping_address)?,
         key,
         from_cart: false,

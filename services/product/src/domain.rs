@@ -14,9 +14,9 @@ pub const STOCK_MAX: i64 = 1_000_000_000;
 pub const PAGE_SIZE_DEFAULT: i32 = 10;
 pub const PAGE_SIZE_MAX: i32 = 100;
 pub const QUERY_MAX: usize = 100;
-/// Ids per BatchGetProducts and lines per reservation: an order has at most 50 lines.
-pub const BATCH_MAX: usize = 100;
-pub const QUANTITY_MAX: i64 = 1_000_000;
+/// Ids per BatchGetProducts: as many as a reservation's lines (`shop_kit::lines::RESERVATION`),
+/// and an order has at most 50.
+pub const BATCH_MAX: usize = shop_kit::lines::RESERVATION.lines;
 /// `page` reaches at most this many products deep; deeper lists follow `next_page_token`, whose
 /// cost does not grow with depth.
 pub const PAGE_DEPTH_MAX: i64 = 10_000;
@@ -63,12 +63,7 @@ impl Changes {
     }
 }
 
-/// One product and a number of units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Line {
-    pub product_id: i64,
-    pub quantity: i64,
-}
+pub use shop_kit::lines::{Line, Lines};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sort {
@@ -312,46 +307,6 @@ pub fn check_query(q: &str) -> Result<Option<Query>, Error> {
     Query::parse(q)
 }
 
-/// Reservation lines, checked: 1 to [`BATCH_MAX`] lines, distinct positive product ids,
-/// quantities 1 to [`QUANTITY_MAX`]. Only [`Lines::parse`] makes one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lines(Vec<Line>);
-
-impl Lines {
-    pub fn parse(lines: Vec<Line>) -> Result<Lines, Error> {
-        if lines.is_empty() || lines.len() > BATCH_MAX {
-            return Err(Error::invalid(
-                "items",
-                format!("must have 1 to {BATCH_MAX} lines, got {}", lines.len()),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for l in &lines {
-            check_id("product_id", l.product_id)?;
-            if !(1..=QUANTITY_MAX).contains(&l.quantity) {
-                return Err(Error::invalid(
-                    "quantity",
-                    format!(
-                        "must be from 1 to {QUANTITY_MAX} (product {}), got {}",
-                        l.product_id, l.quantity
-                    ),
-                ));
-            }
-            if !seen.insert(l.product_id) {
-                return Err(Error::invalid(
-                    "items",
-                    format!("product {} appears twice", l.product_id),
-                ));
-            }
-        }
-        Ok(Lines(lines))
-    }
-
-    pub fn as_slice(&self) -> &[Line] {
-        &self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,15 +467,5 @@ mod tests {
                 id: 3
             })
         );
-    }
-
-    #[test]
-    fn reservation_lines() {
-        let l = |product_id, quantity| Line { product_id, quantity };
-        assert!(Lines::parse(vec![l(1, 1), l(2, 5)]).is_ok());
-        assert_eq!(field(Lines::parse(vec![]).unwrap_err()), "items");
-        assert_eq!(field(Lines::parse(vec![l(1, 1), l(1, 2)]).unwrap_err()), "items");
-        assert_eq!(field(Lines::parse(vec![l(1, 0)]).unwrap_err()), "quantity");
-        assert_eq!(field(Lines::parse(vec![l(0, 1)]).unwrap_err()), "product_id");
     }
 }

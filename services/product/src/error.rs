@@ -41,6 +41,15 @@ impl Error {
     }
 }
 
+impl From<shop_kit::lines::Invalid> for Error {
+    fn from(e: shop_kit::lines::Invalid) -> Error {
+        Error::Invalid {
+            field: e.field,
+            problem: e.problem,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Db(DbError::Sqlite(e))

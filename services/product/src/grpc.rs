@@ -227,7 +227,9 @@ impl pb::product_service_server::ProductService for ProductApi {
                     quantity: l.quantity,
                 })
                 .collect(),
-        )?;
+            shop_kit::lines::RESERVATION,
+        )
+        .map_err(Error::from)?;
         let reserved = self
             .db
             .write(move |c| store::reserve(c, order_id, &lines, now_millis()))

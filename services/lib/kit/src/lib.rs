@@ -8,9 +8,12 @@
 //!   workers;
 //! - [`serve`]: the lifecycle of a gRPC server (bind, ready line, health, reflection, request
 //!   logs with the request id, graceful shutdown on SIGINT/SIGTERM);
-//! - [`clock`]: wall-clock time as the services store and send it.
+//! - [`clock`]: wall-clock time as the services store and send it;
+//! - [`lines`]: order lines (product, units) checked once into a type, with the order and
+//!   product services' limits side by side.
 
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod lines;
 pub mod serve;
