@@ -1,6 +1,6 @@
 //! Tokens that must stop working before they expire, over REST: a customer's after their
-//! account is deleted, an admin's after theirs is, a customer's after their role changed, and a
-//! token whose `nbf` is still in the future. The gateway learns revocations from the user
+//! account is deleted, an admin's after theirs is, a customer's after their role changed or
+//! their password did, and a token whose `nbf` is still in the future. The gateway learns revocations from the user
 //! service's feed; the promise is "within 5 s", and the figure is printed.
 
 use std::time::{Duration, Instant};
@@ -151,5 +151,45 @@ fn a_token_that_is_not_valid_yet_is_refused() {
     claims.nbf = Some(claims.iat);
     let ready = mint.sign(&claims);
     s.call("GET", &format!("/api/users/{alice}"), Some(&ready), None)
+        .expect(200);
+}
+
+#[test]
+fn a_new_password_signs_out_every_older_token() {
+    let s = Stack::start("gw-revoke-password");
+    let admin = s.admin();
+    let (alice, phone) = s.customer("alice");
+    let laptop = s.login("alice", "password-123");
+    let (bob, bobs) = s.customer("bob");
+    let me = format!("/api/users/{alice}");
+
+    // Alice changes her password from her phone: the phone's token and the laptop's (which a
+    // thief may hold) stop working; the new password signs her in again.
+    let change = json!({"password": "a-brand-new-one", "current_password": "password-123"}).to_string();
+    s.call("PUT", &me, Some(&phone), Some(&change)).expect(200);
+    let took = until_revoked(&s, "GET", &me, &laptop, None);
+    eprintln!("a token from before a password change was refused {took:?} after it");
+    s.call("GET", &me, Some(&phone), None)
+        .refused(401, "UNAUTHENTICATED", "revoked");
+    let fresh = s.login("alice", "a-brand-new-one");
+    s.call("GET", &me, Some(&fresh), None).expect(200);
+    let old = json!({"username": "alice", "password": "password-123"}).to_string();
+    s.call("POST", "/api/users/login", None, Some(&old))
+        .refused(401, "UNAUTHENTICATED", "wrong");
+
+    // An admin's reset signs bob out too; changing only a name signs no one out.
+    s.call(
+        "PUT",
+        &format!("/api/users/{bob}"),
+        Some(&admin),
+        Some(r#"{"password": "reset-by-admin"}"#),
+    )
+    .expect(200);
+    until_revoked(&s, "GET", &format!("/api/users/{bob}"), &bobs, None);
+    s.call("PUT", &me, Some(&fresh), Some(r#"{"full_name": "Alice L."}"#))
+        .expect(200);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.call("GET", &me, Some(&fresh), None).expect(200);
+    s.call("GET", &format!("/api/users/{bob}"), Some(&admin), None)
         .expect(200);
 }

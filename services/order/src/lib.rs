@@ -175,7 +175,7 @@ pub async fn run(
             .map_err(|e| RunError::Setup(format!("start-up task failed: {e}")))??
     };
     let up = Arc::new(upstreams(&config)?);
-    // Tokens of deleted accounts and changed roles, learned from the user service.
+    // Tokens of deleted accounts, changed roles and changed passwords, learned from the user service.
     let feed = {
         let up = Arc::clone(&up);
         tokio::spawn(async move {

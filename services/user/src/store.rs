@@ -62,6 +62,31 @@ pub const MIGRATIONS: &[Migration] = &[
             ) STRICT;
         ",
     },
+    Migration {
+        version: 4,
+        name: "password changes revoke tokens",
+        sql: "
+            -- A third reason. SQLite cannot change a CHECK in place: the table is rebuilt, its
+            -- rows and ids kept, and its AUTOINCREMENT counter carried over, so that no id a
+            -- verifier has already read is ever handed out again.
+            CREATE TABLE revocations_v4 (
+                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+                user_id    INTEGER NOT NULL,
+                valid_from INTEGER NOT NULL CHECK (valid_from >= 0),
+                reason     TEXT    NOT NULL
+                           CHECK (reason IN ('deleted', 'role changed', 'password changed')),
+                created_at INTEGER NOT NULL
+            ) STRICT;
+            INSERT INTO revocations_v4 (seq, user_id, valid_from, reason, created_at)
+                SELECT seq, user_id, valid_from, reason, created_at FROM revocations;
+            DELETE FROM sqlite_sequence WHERE name = 'revocations_v4';
+            INSERT INTO sqlite_sequence (name, seq)
+                SELECT 'revocations_v4', seq FROM sqlite_sequence WHERE name = 'revocations';
+            DROP TABLE revocations;
+            ALTER TABLE revocations_v4 RENAME TO revocations;
+            CREATE INDEX revocations_by_time ON revocations (created_at);
+        ",
+    },
 ];
 
 /// Password changes an account may make in a burst; then one more per [`PASSWORD_CHANGE_EVERY_MS`].
@@ -166,18 +191,25 @@ pub fn update(conn: &Connection, id: i64, changes: &Changes, now: i64) -> Result
     {
         return Err(Error::Taken("email"));
     }
+    // A new password raises the token version and revokes the older tokens in the same
+    // transaction: whoever held the account before the change (a stolen token included) is
+    // signed out, and the owner signs in again with the new password.
     let user = conn.query_row(
         &format!(
             "UPDATE users SET
                 email = coalesce(?2, email),
                 full_name = coalesce(?3, full_name),
                 password_hash = coalesce(?4, password_hash),
+                token_version = token_version + (?4 IS NOT NULL),
                 updated_at = ?5
              WHERE id = ?1 RETURNING {COLUMNS}"
         ),
         params![id, changes.email, changes.full_name, changes.password_hash, now],
         user_from_row,
     )?;
+    if changes.password_hash.is_some() {
+        revoke(conn, id, user.token_version, Revoked::PasswordChanged, now)?;
+    }
     Ok(user)
 }
 
@@ -186,6 +218,7 @@ pub fn update(conn: &Connection, id: i64, changes: &Changes, now: i64) -> Result
 pub enum Revoked {
     Deleted,
     RoleChanged,
+    PasswordChanged,
 }
 
 impl Revoked {
@@ -193,6 +226,7 @@ impl Revoked {
         match self {
             Revoked::Deleted => "deleted",
             Revoked::RoleChanged => "role changed",
+            Revoked::PasswordChanged => "password changed",
         }
     }
 }
@@ -370,6 +404,89 @@ pub fn ensure_admin(conn: &Connection, new: &NewUser, hash: &str, now: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("shop-user-{name}-{}.db", std::process::id()));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        path
+    }
+
+    fn revocations(conn: &Connection) -> Vec<(i64, i64, i64, String)> {
+        let mut stmt = conn
+            .prepare("SELECT seq, user_id, valid_from, reason FROM revocations ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_revocations_rebuild_keeps_rows_ids_and_the_counter() {
+        let path = scratch("v3-to-v4");
+        let mut conn = shop_kit::db::open_connection(&path).unwrap();
+        shop_kit::db::migrate(&mut conn, &path, &MIGRATIONS[..3]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO revocations (seq, user_id, valid_from, reason, created_at)
+                 VALUES (4, 1, 2, 'role changed', 10), (5, 2, 9223372036854775807, 'deleted', 11);
+             -- as if later rows had been handed out and removed
+             UPDATE sqlite_sequence SET seq = 9 WHERE name = 'revocations';",
+        )
+        .unwrap();
+        assert_eq!(shop_kit::db::migrate(&mut conn, &path, MIGRATIONS).unwrap(), 1);
+        assert_eq!(
+            revocations(&conn),
+            vec![
+                (4, 1, 2, "role changed".to_owned()),
+                (5, 2, i64::MAX, "deleted".to_owned())
+            ]
+        );
+        revoke(&conn, 3, 1, Revoked::PasswordChanged, 12).unwrap();
+        assert_eq!(
+            revocations(&conn)[2],
+            (10, 3, 1, "password changed".to_owned()),
+            "no id reused"
+        );
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'revocations_by_time'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 1);
+    }
+
+    #[test]
+    fn a_new_password_revokes_older_tokens_and_nothing_else_does() {
+        let path = scratch("password-revokes");
+        let mut conn = shop_kit::db::open_connection(&path).unwrap();
+        shop_kit::db::migrate(&mut conn, &path, MIGRATIONS).unwrap();
+        let new = NewUser {
+            username: "alice".to_owned(),
+            email: "alice@example.org".to_owned(),
+            full_name: String::new(),
+        };
+        let alice = insert(&conn, &new, "hash-1", Role::Customer, 1).unwrap();
+        let name = Changes {
+            full_name: Some("Alice".to_owned()),
+            ..Changes::default()
+        };
+        assert_eq!(update(&conn, alice.id, &name, 2).unwrap().token_version, 0);
+        assert!(revocations(&conn).is_empty(), "a new name signs no one out");
+        let password = Changes {
+            password_hash: Some("hash-2".to_owned()),
+            ..Changes::default()
+        };
+        let changed = update(&conn, alice.id, &password, 3).unwrap();
+        assert_eq!(changed.token_version, 1);
+        assert_eq!(
+            revocations(&conn),
+            vec![(1, alice.id, 1, "password changed".to_owned())]
+        );
+    }
 
     #[test]
     fn password_changes_come_in_a_small_burst_then_slowly() {

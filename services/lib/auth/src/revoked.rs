@@ -1,6 +1,7 @@
 //! Tokens made invalid before they expire. A token carries its account's token version (`ver`);
-//! when an account is deleted or its role changes, the user service records a revocation: from
-//! now on, tokens of that user below a version are refused (all of them for a deleted account).
+//! when an account is deleted, its role changes or its password does, the user service records a
+//! revocation: from now on, tokens of that user below a version are refused (all of them for a
+//! deleted account).
 //! Verifiers learn revocations by polling the user service's feed ([`follow`]) and check them
 //! on every verification ([`Revocations::refuses`]): no call to the user service on a request's
 //! way.
