@@ -197,3 +197,44 @@ fn every_order_change_is_an_event_in_order_and_survives_a_restart() {
     );
     assert!(tail[0]["id"].as_i64().unwrap() > polled_id);
 }
+
+#[test]
+fn old_events_leave_the_feed_and_a_reader_behind_them_is_told() {
+    let s = Stack::start_with("events-keep", &["events.keep=2s", "recovery.interval=1s"]);
+    let admin = s.admin();
+    let (_, alice_t) = s.customer("alice");
+    let lamp = s.product(&admin, "Lamp", 250, 10);
+    let first = s.order(&alice_t, lamp, 1);
+    s.call("DELETE", &format!("/api/orders/{first}"), Some(&alice_t), None)
+        .expect(200);
+    let (events, caught_up) = feed(&s, &admin, 0);
+    assert_eq!(events.len(), 2, "created and cancelled");
+    let behind = events[0]["id"].as_i64().unwrap();
+
+    // Both grow older than two seconds; a recovery pass removes them.
+    let started = Instant::now();
+    while !feed(&s, &admin, 0).0.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "old events were never removed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A reader that had seen only the first is told it missed one, never silently moved on.
+    s.call("GET", &format!("/api/events?after={behind}"), Some(&admin), None)
+        .refused(400, "OUT_OF_RANGE", "after=0");
+    // A reader that had seen both goes on as before, and so does a new one.
+    assert!(feed(&s, &admin, caught_up).0.is_empty());
+    let second = s.order(&alice_t, lamp, 1);
+    for after in [caught_up, 0] {
+        let (events, _) = feed(&s, &admin, after);
+        assert_eq!(
+            summary(&events),
+            [("order.created".to_owned(), second, "pending".to_owned())]
+        );
+        assert!(
+            events[0]["id"].as_i64().unwrap() > caught_up,
+            "ids are never reused"
+        );
+    }
+}

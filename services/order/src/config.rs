@@ -1,6 +1,7 @@
 //! The order service's settings: the shared server and token keys, where its service token is,
 //! how it finds the user and product services, how often it repairs interrupted orders, how
-//! long an order may stay unpaid, and the payment provider's webhook secret and address.
+//! long an order may stay unpaid, how long events stay in the feed, and the payment provider's
+//! webhook secret and address.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct Config {
     pub pay_within: Duration,
     /// `orders.max_unpaid`: pending orders a customer may hold at once; 0: no cap.
     pub max_unpaid: i64,
+    /// `events.keep`: how long an event stays in the feed; 0 keeps every event forever.
+    pub events_keep: Duration,
     /// `payments.webhook_secret` (env `SHOP_PAYMENTS_WEBHOOK_SECRET`): the key provider reports
     /// are signed with. Empty: payments are off (starting one is refused, every report is 401).
     pub webhook_secret: String,
@@ -72,6 +75,8 @@ impl Default for Config {
             recovery_lock: "shop/order-service/recovery".to_owned(),
             pay_within: Duration::from_secs(30 * 60),
             max_unpaid: 10,
+            // A month: long enough for a consumer to be down over a holiday and catch up.
+            events_keep: Duration::from_secs(30 * 24 * 3600),
             webhook_secret: String::new(),
             webhook_url: "http://127.0.0.1:8080/api/payments/webhook".to_owned(),
             provider: ProviderKind::None,
@@ -126,6 +131,7 @@ impl Settings for Config {
         "recovery.lock",
         "orders.pay_within",
         "orders.max_unpaid",
+        "events.keep",
         "payments.webhook_secret",
         "payments.webhook_url",
         "payments.provider"
@@ -163,6 +169,7 @@ impl Settings for Config {
             }
             "orders.pay_within" => self.pay_within = value.duration()?,
             "orders.max_unpaid" => self.max_unpaid = value.int_in(0, 1_000_000)?,
+            "events.keep" => self.events_keep = value.duration()?,
             "payments.webhook_secret" => self.webhook_secret = value.string()?,
             "payments.webhook_url" => {
                 let url = value.string()?;
@@ -213,6 +220,9 @@ impl Settings for Config {
         }
         if self.pay_within < Duration::from_secs(1) || self.pay_within > Duration::from_secs(7 * 24 * 3600) {
             return fail("orders.pay_within", "expected between 1s and 7d");
+        }
+        if self.events_keep > Duration::from_secs(10 * 365 * 24 * 3600) {
+            return fail("events.keep", "expected at most 3650d, or 0s to keep every event");
         }
         if self.provider != ProviderKind::None && self.webhook_secret.is_empty() {
             return fail(

@@ -37,6 +37,12 @@ pub enum Refusal {
     /// Customers pay through a payment; only an admin marks an order paid by hand.
     #[error("order {0} is paid by starting a payment for it; only an admin may mark an order paid by hand")]
     PayByPayment(i64),
+    /// A reader of the events feed asked after an id whose successors are no longer kept.
+    #[error(
+        "events up to id {through} are no longer kept, so some events after {after} are gone; \
+         read again from after=0 (the oldest kept) and reconcile"
+    )]
+    EventsPruned { after: i64, through: i64 },
 }
 
 impl Refusal {

@@ -57,6 +57,7 @@ fn refusal_status(r: &Refusal) -> Status {
         Refusal::IllegalMove { .. } => Code::FailedPrecondition,
         Refusal::AdminOnly(_) | Refusal::PayByPayment(_) => Code::PermissionDenied,
         Refusal::UnknownProduct(_) => Code::NotFound,
+        Refusal::EventsPruned { .. } => Code::OutOfRange,
     };
     Status::new(code, r.to_string())
 }

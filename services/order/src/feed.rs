@@ -84,7 +84,14 @@ impl Orders {
             tokio::pin!(woken);
             woken.as_mut().enable();
             let (after, limit) = (q.after, i64::from(q.limit));
-            let found = self.db.call(move |c| events::after(c, after, limit)).await?;
+            let found = self
+                .db
+                .call(move |c| events::after_kept(c, after, limit))
+                .await?
+                .map_err(|p| Refusal::EventsPruned {
+                    after,
+                    through: p.through,
+                })?;
             let now = tokio::time::Instant::now();
             if !found.is_empty() || now >= deadline {
                 return Ok(found);

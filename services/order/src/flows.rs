@@ -50,6 +50,8 @@ pub struct Rules {
     pub pay_within: std::time::Duration,
     /// Unpaid orders a customer may hold at once.
     pub max_unpaid: i64,
+    /// Events older than this leave the feed; zero keeps them all.
+    pub events_keep: std::time::Duration,
 }
 
 /// Who is calling: the verified identity, the bearer value (forwarded to the user service) and

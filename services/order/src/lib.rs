@@ -193,6 +193,7 @@ pub async fn run(
         rules: flows::Rules {
             pay_within: config.pay_within,
             max_unpaid: config.max_unpaid,
+            events_keep: config.events_keep,
         },
         feed: tokio::sync::Notify::new(),
         feed_waiters: tokio::sync::Semaphore::new(feed::WAITING_MAX),

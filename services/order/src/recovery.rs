@@ -3,7 +3,7 @@
 //! period (no create can still be running for them) fail and release their units; pending
 //! orders unpaid for longer than `orders.pay_within` expire and release theirs; orders that owe
 //! the product service a commit or a release get it; simulated payment reports lost to a crash
-//! are sent again. Every step is a guarded update or an idempotent call, so a pass may overlap
+//! are sent again; events older than `events.keep` leave the feed. Every step is a guarded update or an idempotent call, so a pass may overlap
 //! a request, another pass, or another instance's pass without doing anything twice: an order
 //! expires once, and its units come back once, whatever is killed when.
 //!
@@ -23,6 +23,10 @@ use crate::store::{self, Settlement};
 
 /// Orders looked at per pass; a backlog larger than this is worked off over several passes.
 const BATCH: i64 = 500;
+/// Events removed per write, and writes per pass: a short transaction each, so orders placed
+/// meanwhile wait for none of them long; a larger backlog goes over several passes.
+const PRUNE_BATCH: i64 = 1000;
+const PRUNE_WRITES: usize = 10;
 
 /// What one pass found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub struct Pass {
     pub expired: usize,
     /// Simulated payment reports sent again.
     pub resent: usize,
+    /// Events removed from the front of the feed.
+    pub pruned: usize,
 }
 
 impl Orders {
@@ -53,6 +59,10 @@ impl Orders {
             tracing::warn!(error = %e, "resending payment reports failed; next pass");
             0
         });
+        let pruned = self.prune_events().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "removing old events failed; next pass");
+            0
+        });
         let stuck_before = now_millis() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         let work = self
             .db
@@ -64,6 +74,7 @@ impl Orders {
             left: 0,
             expired,
             resent,
+            pruned,
         };
         for id in work.stuck {
             // First the order (guarded: a create that finished meanwhile wins), then the units.
@@ -98,6 +109,28 @@ impl Orders {
 }
 
 impl Orders {
+    /// Removes the events older than `events.keep` from the front of the feed (none when it is
+    /// zero); readers behind what was removed are told so (`Refusal::EventsPruned`).
+    async fn prune_events(&self) -> Result<usize, Error> {
+        if self.rules.events_keep.is_zero() {
+            return Ok(0);
+        }
+        let keep = i64::try_from(self.rules.events_keep.as_millis()).unwrap_or(i64::MAX);
+        let before = now_millis().saturating_sub(keep);
+        let mut pruned = 0;
+        for _ in 0..PRUNE_WRITES {
+            let n = self
+                .db
+                .write(move |c| store::events::prune(c, before, PRUNE_BATCH))
+                .await?;
+            pruned += n;
+            if n < usize::try_from(PRUNE_BATCH).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Moves pending orders unpaid for longer than `pay_within` to `expired` (guarded: a payment
     /// or a cancel that got there first wins). Each move leaves the release owed, in the same
     /// transaction; the owed loop of the pass pays it.
@@ -139,6 +172,7 @@ pub async fn run(orders: &Orders, grace: Duration, every: Duration, mut held: wa
                     left = pass.left,
                     expired = pass.expired,
                     resent = pass.resent,
+                    pruned = pass.pruned,
                     "recovery pass"
                 ),
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
