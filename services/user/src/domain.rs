@@ -25,8 +25,8 @@ pub struct User {
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
-    /// Written into the account's tokens (`ver`); raised when its role changes, so older tokens
-    /// can be revoked.
+    /// Written into the account's tokens (`ver`); raised when its role or password changes, so
+    /// older tokens can be revoked.
     pub token_version: u64,
 }
 
@@ -45,6 +45,9 @@ pub struct Changes {
     pub full_name: Option<String>,
     /// The new password hash.
     pub password_hash: Option<String>,
+    /// The stored hash the caller's current password was checked against: the change applies
+    /// only while it is still the stored one (a change that raced another changes nothing).
+    pub password_was: Option<String>,
 }
 
 pub fn check_username(u: &str) -> Result<(), Error> {

@@ -24,6 +24,9 @@ pub enum Error {
     /// The account used up its password changes for now.
     #[error("too many password changes for this account; retry in {retry_after_secs} s")]
     TooManyPasswordChanges { retry_after_secs: u64 },
+    /// The password changed between the check of `current_password` and the write.
+    #[error("the password changed while this change was being checked; nothing was changed")]
+    PasswordChangedMeanwhile,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl From<Error> for Status {
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::NotFound => Status::not_found(e.to_string()),
             Error::TooManyPasswordChanges { .. } => Status::resource_exhausted(e.to_string()),
+            Error::PasswordChangedMeanwhile => Status::aborted(e.to_string()),
             Error::Db(db) => db.into_status("user"),
             Error::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");

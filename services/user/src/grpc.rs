@@ -93,7 +93,8 @@ impl UserApi {
 
     /// The hash of `password`, the new password of account `id`, when `who` may set it: the
     /// account itself must also give its current password (a stolen token alone must not be
-    /// enough to take the account over). Every attempt that gets as far as hashing costs one of
+    /// enough to take the account over), and gets back the stored hash it was checked against,
+    /// which the write then requires. Every attempt that gets as far as hashing costs one of
     /// the caller's password changes first, a wrong current password included.
     async fn new_password(
         &self,
@@ -101,7 +102,7 @@ impl UserApi {
         id: i64,
         password: String,
         current: Option<String>,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, Option<String>), Error> {
         domain::check_password("password", &password)?;
         let own = who.user_id == id;
         let current = current.unwrap_or_default();
@@ -126,16 +127,18 @@ impl UserApi {
                 retry_after_secs: u64::try_from(retry_after_ms).map_or(1, |ms| ms.div_ceil(1000)),
             });
         }
+        let mut was = None;
         if own {
             let stored = self.db.read(move |c| store::password_hash(c, id)).await?;
             if stored.is_none() {
                 return Err(Error::NotFound);
             }
-            if !self.hasher.verify(current, stored).await? {
+            if !self.hasher.verify(current, stored.clone()).await? {
                 return Err(Error::Forbidden("current_password is wrong"));
             }
+            was = stored;
         }
-        self.hasher.hash(password).await
+        Ok((self.hasher.hash(password).await?, was))
     }
 
     async fn live_user(&self, id: i64) -> Result<User, Error> {
@@ -228,7 +231,9 @@ impl pb::user_service_server::UserService for UserApi {
             changes.full_name = Some(domain::check_full_name(&name)?);
         }
         if let Some(password) = r.password {
-            changes.password_hash = Some(self.new_password(&who, id, password, r.current_password).await?);
+            let (hash, was) = self.new_password(&who, id, password, r.current_password).await?;
+            changes.password_hash = Some(hash);
+            changes.password_was = was;
         }
         let user = self
             .db

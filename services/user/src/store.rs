@@ -202,11 +202,24 @@ pub fn update(conn: &Connection, id: i64, changes: &Changes, now: i64) -> Result
                 password_hash = coalesce(?4, password_hash),
                 token_version = token_version + (?4 IS NOT NULL),
                 updated_at = ?5
-             WHERE id = ?1 RETURNING {COLUMNS}"
+             WHERE id = ?1 AND (?6 IS NULL OR password_hash = ?6) RETURNING {COLUMNS}"
         ),
-        params![id, changes.email, changes.full_name, changes.password_hash, now],
+        params![
+            id,
+            changes.email,
+            changes.full_name,
+            changes.password_hash,
+            now,
+            changes.password_was
+        ],
         user_from_row,
-    )?;
+    );
+    let user = match user.optional()? {
+        Some(user) => user,
+        // The row exists (checked above, in this transaction): its hash is no longer the one
+        // the current password was checked against.
+        None => return Err(Error::PasswordChangedMeanwhile),
+    };
     if changes.password_hash.is_some() {
         revoke(conn, id, user.token_version, Revoked::PasswordChanged, now)?;
     }
@@ -486,6 +499,25 @@ mod tests {
             revocations(&conn),
             vec![(1, alice.id, 1, "password changed".to_owned())]
         );
+        // A change checked against the hash the last one replaced lost the race: nothing moves.
+        let late = Changes {
+            password_hash: Some("hash-3".to_owned()),
+            password_was: Some("hash-1".to_owned()),
+            full_name: Some("Mallory".to_owned()),
+            ..Changes::default()
+        };
+        assert!(matches!(
+            update(&conn, alice.id, &late, 4),
+            Err(Error::PasswordChangedMeanwhile)
+        ));
+        assert_eq!(password_hash(&conn, alice.id).unwrap().as_deref(), Some("hash-2"));
+        assert_eq!(get(&conn, alice.id).unwrap().unwrap().full_name, "Alice");
+        assert_eq!(revocations(&conn).len(), 1);
+        let current = Changes {
+            password_was: Some("hash-2".to_owned()),
+            ..late
+        };
+        assert_eq!(update(&conn, alice.id, &current, 5).unwrap().token_version, 2);
     }
 
     #[test]

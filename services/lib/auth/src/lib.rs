@@ -6,7 +6,7 @@
 //! agree on the shape). The algorithm is pinned by configuration, never taken from the token's
 //! header, so `alg: none` and algorithm-confusion tokens fail like any other forgery. `exp`,
 //! `nbf`, issuer and audience are checked; [`revoked`] refuses tokens of deleted accounts and of
-//! accounts whose role changed.
+//! accounts whose role or password changed.
 
 mod cache;
 pub mod revoked;

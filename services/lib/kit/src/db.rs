@@ -371,15 +371,15 @@ impl Db {
                 conn: Some(conn),
                 pool: &inner.idle,
             };
-            let out = match conn.conn.as_ref() {
-                Some(c) if armed.arm(c) => {
-                    let out = span.in_scope(|| snapshot(c, f));
-                    armed.disarm();
-                    out
-                }
-                Some(_) => return Err(DbError::Interrupted),
-                None => return Err(DbError::Task("connection vanished".to_owned())),
+            let Some(c) = conn.conn.as_ref() else {
+                return Err(DbError::Task("connection vanished".to_owned()));
             };
+            // Disarmed when this scope ends, a panic included, and so before the connection
+            // goes back to its pool: a caller that leaves later cannot interrupt its next user.
+            let Some(_armed) = armed.arm(c) else {
+                return Err(DbError::Interrupted);
+            };
+            let out = span.in_scope(|| snapshot(c, f));
             Ok::<_, DbError>(out)
         })
         .await;
@@ -431,6 +431,10 @@ where
         conn.prepare_cached(sql)?.execute([])?;
         Ok(())
     };
+    if !conn.is_autocommit() {
+        // Left open by a read that could not end it (see `Lent`): end it now, or BEGIN fails.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     step("BEGIN DEFERRED").map_err(E::from)?;
     let out = f(conn);
     // Read-only, so ending it either way keeps nothing; an interrupted read may already have
@@ -463,18 +467,15 @@ struct Watch {
 struct Interrupter(Arc<Mutex<Watch>>);
 
 impl Interrupter {
-    /// Before the closure runs; false when its caller has already gone.
-    fn arm(&self, conn: &Connection) -> bool {
+    /// Before the closure runs; `None` when its caller has already gone. The interrupt handle
+    /// is dropped with the returned guard.
+    fn arm(&self, conn: &Connection) -> Option<Armed<'_>> {
         let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if w.gone {
-            return false;
+            return None;
         }
         w.handle = Some(conn.get_interrupt_handle());
-        true
-    }
-
-    fn disarm(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).handle.take();
+        Some(Armed(self))
     }
 
     fn caller_gone(&self) {
@@ -484,6 +485,15 @@ impl Interrupter {
             handle.interrupt();
             tracing::info!("query interrupted: its caller has gone");
         }
+    }
+}
+
+/// While it lives, the caller's leaving interrupts the connection it was armed with.
+struct Armed<'a>(&'a Interrupter);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner()).handle.take();
     }
 }
 
