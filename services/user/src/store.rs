@@ -80,8 +80,9 @@ pub const MIGRATIONS: &[Migration] = &[
             INSERT INTO revocations_v4 (seq, user_id, valid_from, reason, created_at)
                 SELECT seq, user_id, valid_from, reason, created_at FROM revocations;
             DELETE FROM sqlite_sequence WHERE name = 'revocations_v4';
-            INSERT INTO sqlite_sequence (name, seq)
-                SELECT 'revocations_v4', seq FROM sqlite_sequence WHERE name = 'revocations';
+            INSERT INTO sqlite_sequence (name, seq) VALUES ('revocations_v4', max(
+                coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'revocations'), 0),
+                coalesce((SELECT max(seq) FROM revocations_v4), 0)));
             DROP TABLE revocations;
             ALTER TABLE revocations_v4 RENAME TO revocations;
             CREATE INDEX revocations_by_time ON revocations (created_at);
@@ -470,6 +471,32 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexed, 1);
+    }
+
+    #[test]
+    fn the_rebuild_never_counts_below_its_highest_id_nor_fails_when_empty() {
+        for (rows, counter, next) in [("(7, 1, 1, 'deleted', 1)", Some(3), 8), ("", None, 1)] {
+            let path = scratch(&format!("v4-counter-{next}"));
+            let mut conn = shop_kit::db::open_connection(&path).unwrap();
+            shop_kit::db::migrate(&mut conn, &path, &MIGRATIONS[..3]).unwrap();
+            if !rows.is_empty() {
+                conn.execute_batch(&format!(
+                    "INSERT INTO revocations (seq, user_id, valid_from, reason, created_at) VALUES {rows};"
+                ))
+                .unwrap();
+            }
+            if let Some(c) = counter {
+                // A counter edited by hand below the highest id.
+                conn.execute(
+                    "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'revocations'",
+                    [c],
+                )
+                .unwrap();
+            }
+            shop_kit::db::migrate(&mut conn, &path, MIGRATIONS).unwrap();
+            revoke(&conn, 2, 1, Revoked::PasswordChanged, 2).unwrap();
+            assert_eq!(revocations(&conn).last().unwrap().0, next);
+        }
     }
 
     #[test]
