@@ -20,6 +20,9 @@ pub struct UserApi {
     pub hasher: Hasher,
     pub signer: Arc<Signer>,
     pub verifier: Arc<Verifier>,
+    /// What `verifier` refuses: revocations this instance records are learned at once, the
+    /// others from the feed within a second.
+    pub revocations: Arc<revoked::Revocations>,
 }
 
 fn to_pb(u: User) -> pb::User {
@@ -71,6 +74,17 @@ fn check_id(id: i64) -> Result<i64, Error> {
 }
 
 impl UserApi {
+    /// A revocation this instance just committed: refused here from now on, without waiting a
+    /// poll of its own feed (which brings it to every other verifier within a second).
+    fn revoked_here(&self, user_id: i64, valid_from: u64) {
+        let now = u64::try_from(now_millis() / 1000).unwrap_or(0);
+        self.revocations.learn(revoked::Revocation {
+            user_id,
+            valid_from,
+            until: now + revoked::KEEP_FOR.as_secs(),
+        });
+    }
+
     fn caller<T>(&self, req: &Request<T>) -> Result<Identity, Error> {
         Ok(self.verifier.verify_metadata(req.metadata())?)
     }
@@ -235,10 +249,14 @@ impl pb::user_service_server::UserService for UserApi {
             changes.password_hash = Some(hash);
             changes.password_was = was;
         }
+        let new_password = changes.password_hash.is_some();
         let user = self
             .db
             .write(move |c| store::update(c, id, &changes, now_millis()))
             .await?;
+        if new_password {
+            self.revoked_here(id, user.token_version);
+        }
         tracing::info!(user_id = id, by = who.user_id, "updated");
         Ok(Response::new(to_pb(user)))
     }
@@ -250,10 +268,11 @@ impl pb::user_service_server::UserService for UserApi {
             .db
             .write(move |c| store::soft_delete(c, id, now_millis()))
             .await?;
-        // Its tokens are revoked in the same transaction; verifiers learn it from the feed.
+        // Its tokens are revoked in the same transaction; other verifiers learn it from the feed.
         if !deleted {
             return Err(Error::NotFound.into());
         }
+        self.revoked_here(id, revoked::ALL_TOKENS);
         tracing::info!(user_id = id, by = who.user_id, "deleted");
         Ok(Response::new(()))
     }

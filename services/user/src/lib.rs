@@ -91,6 +91,7 @@ pub async fn run(
         .with_revocations(Arc::clone(&revocations));
     let feed = {
         let db = db.clone();
+        let revocations = Arc::clone(&revocations);
         tokio::spawn(async move {
             revoked::follow(&revocations, revoked::POLL_EVERY, |after| {
                 grpc::revocations_after(&db, after)
@@ -108,6 +109,7 @@ pub async fn run(
         hasher,
         signer: Arc::new(signer),
         verifier: Arc::new(verifier),
+        revocations,
     };
     tracing::info!(db = %config.db_path().display(), "database open");
     let service = UserServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);

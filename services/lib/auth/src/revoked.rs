@@ -102,6 +102,17 @@ impl Revocations {
         self.count.store(state.by_user.len(), Ordering::Relaxed);
     }
 
+    /// Takes in one revocation its verifier made itself (the user service, at the commit that
+    /// recorded it), ahead of the feed, which brings it again later: the cursor and the feed's
+    /// freshness are left alone.
+    pub fn learn(&self, r: Revocation) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let entry = state.by_user.entry(r.user_id).or_insert((0, 0));
+        entry.0 = entry.0.max(r.valid_from);
+        entry.1 = entry.1.max(r.until);
+        self.count.store(state.by_user.len(), Ordering::Relaxed);
+    }
+
     /// Where the next poll starts.
     pub fn cursor(&self) -> i64 {
         self.state.read().unwrap_or_else(|p| p.into_inner()).cursor
@@ -207,6 +218,22 @@ mod tests {
         r.apply(&batch(&[], 6), 2_500);
         assert!(r.is_empty() && !r.refuses(7, 0));
         assert!(r.age().is_some());
+    }
+
+    #[test]
+    fn a_revocation_learned_ahead_of_the_feed_moves_neither_cursor_nor_freshness() {
+        let r = Revocations::default();
+        r.learn(Revocation {
+            user_id: 7,
+            valid_from: 3,
+            until: 1_000,
+        });
+        assert!(r.refuses(7, 2) && !r.refuses(7, 3) && !r.refuses(8, 0));
+        assert_eq!((r.cursor(), r.len(), r.age()), (0, 1, None));
+        // The feed brings it again later: nothing loosens.
+        r.apply(&batch(&[(7, 3, 1_000)], 4), 100);
+        assert!(r.refuses(7, 2));
+        assert_eq!(r.cursor(), 4);
     }
 
     #[tokio::test]

@@ -268,6 +268,13 @@ async fn updates_check_fields_and_own_password_changes_need_the_current_one() {
         .into_inner();
     assert_eq!(changed.email, "alice@new.example.org");
     assert_eq!(changed.full_name, "Alice Liddell");
+    // The token the change was made with is refused by this service at once, not only after its
+    // next poll of its own revocation feed.
+    assert_status(
+        c.get_user(with_token(pb::GetUserRequest { id: a.id }, &ta)).await,
+        Code::Unauthenticated,
+        "revoked",
+    );
     assert!(changed.updated_at.unwrap().seconds >= changed.created_at.unwrap().seconds);
     assert_status(
         login_as(&mut c, "alice", &password_of("alice")).await,
@@ -362,19 +369,27 @@ async fn a_deleted_account_is_gone_but_its_name_stays_taken() {
     c.delete_user(with_token(pb::DeleteUserRequest { id: a.id }, &ta))
         .await
         .unwrap();
+    // Its own token is refused here at once (not only after this service's next feed poll).
     assert_status(
-        c.delete_user(with_token(pb::DeleteUserRequest { id: a.id }, &ta))
+        c.get_user(with_token(pb::GetUserRequest { id: a.id }, &ta)).await,
+        Code::Unauthenticated,
+        "revoked",
+    );
+    let admin = admin_token(&mut c).await;
+    assert_status(
+        c.delete_user(with_token(pb::DeleteUserRequest { id: a.id }, &admin))
             .await,
         Code::NotFound,
         "not found",
     );
     assert_status(
-        c.get_user(with_token(pb::GetUserRequest { id: a.id }, &ta)).await,
+        c.get_user(with_token(pb::GetUserRequest { id: a.id }, &admin))
+            .await,
         Code::NotFound,
         "not found",
     );
     let valid = c
-        .validate_user(with_token(pb::ValidateUserRequest { id: a.id }, &ta))
+        .validate_user(with_token(pb::ValidateUserRequest { id: a.id }, &admin))
         .await
         .unwrap()
         .into_inner();
