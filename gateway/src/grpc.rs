@@ -194,11 +194,15 @@ async fn exchange(
         .send_data(body, true)
         .map_err(|e| Failed::Connection(e, true))?;
     let response = response.await.map_err(|e| Failed::Connection(e, true))?;
-    reply(response, &conns.authority).await
+    reply(response, &conns.authority, deadline).await
 }
 
 /// The reply: the message, or the status the service answered with.
-async fn reply(response: http::Response<h2::RecvStream>, instance: &str) -> Result<Bytes, Failed> {
+async fn reply(
+    response: http::Response<h2::RecvStream>,
+    instance: &str,
+    deadline: Duration,
+) -> Result<Bytes, Failed> {
     let (parts, mut body) = response.into_parts();
     if parts.status != StatusCode::OK {
         return Err(Failed::Call(CallError::Answered(Status::new(
@@ -208,7 +212,7 @@ async fn reply(response: http::Response<h2::RecvStream>, instance: &str) -> Resu
     }
     // Trailers-only: an error answered in the headers.
     if let Some(status) = grpc_status(&parts.headers) {
-        return Err(Failed::Call(CallError::Answered(status)));
+        return Err(Failed::Call(CallError::answered(status, instance, deadline)));
     }
     let mut data = BytesMut::new();
     while let Some(chunk) = body.data().await {
@@ -221,7 +225,9 @@ async fn reply(response: http::Response<h2::RecvStream>, instance: &str) -> Resu
     }
     let trailers = body.trailers().await.map_err(|e| Failed::Connection(e, true))?;
     match trailers.as_ref().and_then(grpc_status) {
-        Some(status) if status.code() != Code::Ok => Err(Failed::Call(CallError::Answered(status))),
+        Some(status) if status.code() != Code::Ok => {
+            Err(Failed::Call(CallError::answered(status, instance, deadline)))
+        }
         Some(_) => unframe(data.freeze())
             .ok_or_else(|| Failed::Call(internal(instance, "the reply is not one gRPC message"))),
         None => Err(Failed::Call(internal(instance, "the reply has no grpc-status"))),

@@ -11,7 +11,7 @@
 //! | no instance to pick | `NoInstances`, `AllExcluded` | no | picking again finds none |
 //! | connect failed; stream refused (`REFUSED_STREAM`); stream above a `GOAWAY`'s last id; request dropped from hyper's queue | `NotSent` | no | always safe |
 //! | connection reset or lost once the request may have left | `Broken` | maybe | only if the call is idempotent |
-//! | no answer within the deadline | `Deadline` | maybe | no (no time left) |
+//! | no answer within the deadline, or the service answered CANCELLED (its copy of our deadline ran out first) | `Deadline` | maybe | no (no time left) |
 //! | the instance answered with a gRPC status | `Answered` | yes | `UNAVAILABLE` on an idempotent call only |
 
 use std::error::Error as StdError;
@@ -46,10 +46,10 @@ impl CallError {
     /// made of. A status with no source came from the service (trailers or headers); one with a
     /// source was made up by the transport.
     pub fn classify(status: Status, instance: &str, left: Duration) -> CallError {
-        let instance = instance.to_owned();
         let Some(source) = StdError::source(&status) else {
-            return CallError::Answered(status);
+            return CallError::answered(status, instance, left);
         };
+        let instance = instance.to_owned();
         match transport_reach(source) {
             Reach::NotSent => CallError::NotSent { instance, status },
             Reach::TimedOut => CallError::Deadline {
@@ -58,6 +58,20 @@ impl CallError {
             },
             Reach::Maybe => CallError::Broken { instance, status },
         }
+    }
+
+    /// The service's own answer. A unary call that is still waiting for its answer has not
+    /// cancelled anything, so a CANCELLED answer means the deadline the caller sent
+    /// (`grpc-timeout`) ran out at the service first (tonic's server answers so): the same as no
+    /// answer in time, however the two timers happened to race.
+    pub fn answered(status: Status, instance: &str, left: Duration) -> CallError {
+        if status.code() == Code::Cancelled {
+            return CallError::Deadline {
+                instance: instance.to_owned(),
+                after: left,
+            };
+        }
+        CallError::Answered(status)
     }
 
     /// A failure of the HTTP/2 exchange itself, for callers that speak HTTP/2 directly (the
@@ -269,6 +283,15 @@ mod tests {
         assert!(matches!(e, CallError::Deadline { .. }), "{e:?}");
         assert!(!e.retry_safe(true));
         assert_eq!(e.into_status("products").code(), Code::DeadlineExceeded);
+        // The service's timer won the race and it answered CANCELLED: the same deadline.
+        let answered = CallError::classify(
+            Status::cancelled("Timeout expired"),
+            "a:1",
+            Duration::from_millis(1),
+        );
+        assert!(matches!(answered, CallError::Deadline { .. }), "{answered:?}");
+        assert!(answered.counts_against_instance());
+        assert_eq!(answered.into_status("products").code(), Code::DeadlineExceeded);
     }
 
     #[test]
